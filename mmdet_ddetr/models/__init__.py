@@ -1,0 +1,1 @@
+"""Model components, registered into mmdet.registry.MODELS on import."""
