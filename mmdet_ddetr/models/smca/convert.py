@@ -1,0 +1,178 @@
+"""Official SMCA-DETR checkpoint keys -> mmdet_ddetr keys (single-scale model).
+
+Used by ``tools/model_converters/smca_official_to_mmdet_ddetr.py`` (file handling) and by the
+parity check (:mod:`mmdet_ddetr.parity.smca`). Pure key renaming: no value is changed.
+"""
+import re
+from collections import OrderedDict
+from typing import Dict, List, Mapping, Tuple
+
+import torch
+
+from .gaussian_prior import OFFICIAL_SCALE_TYPES
+
+# (official regex, our replacement); the first matching rule wins.
+_DECODER_PARTS = [
+    (r'self_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
+     r'self_attn.attn.\1'),
+    (r'multihead_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
+     r'cross_attn.attn.\1'),
+    (r'linear1\.(weight|bias)', r'ffn.layers.0.0.\1'),
+    (r'linear2\.(weight|bias)', r'ffn.layers.1.\1'),
+    # DETR order: norm1 after self-attn, norm2 after co-attn, norm3 after FFN.
+    (r'norm1\.(weight|bias)', r'norms.0.\1'),
+    (r'norm2\.(weight|bias)', r'norms.1.\1'),
+    (r'norm3\.(weight|bias)', r'norms.2.\1'),
+    (r'norm4\.(weight|bias)', r'prior_norm.\1'),
+    (r'point2\.(weight|bias)', r'gaussian_prior.offset_fc.\1'),
+    (r'point3\.(weight|bias)', r'gaussian_prior.scale_fc.\1'),
+]
+_ENCODER_PARTS = [
+    (r'self_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
+     r'self_attn.attn.\1'),
+    (r'linear1\.(weight|bias)', r'ffn.layers.0.0.\1'),
+    (r'linear2\.(weight|bias)', r'ffn.layers.1.\1'),
+    (r'norm1\.(weight|bias)', r'norms.0.\1'),
+    (r'norm2\.(weight|bias)', r'norms.1.\1'),
+]
+RULES: List[Tuple[str, str]] = (
+    [(r'^backbone\.0\.body\.(.+)$', r'backbone.\1')] +
+    [(r'^transformer\.decoder\.layers\.0\.point1\.layers\.(\d+)\.(weight|bias)$',
+      r'decoder.ref_point_head.layers.\1.\2')] +
+    [(r'^transformer\.encoder\.layers\.(\d+)\.' + p + '$', r'encoder.layers.\1.' +
+      r.replace('\\1', '\\2')) for p, r in _ENCODER_PARTS] +
+    [(r'^transformer\.decoder\.layers\.(\d+)\.' + p + '$', r'decoder.layers.\1.' +
+      r.replace('\\1', '\\2')) for p, r in _DECODER_PARTS] +
+    [
+        (r'^transformer\.decoder\.norm\.(weight|bias)$', r'decoder.post_norm.\1'),
+        (r'^class_embed\.(weight|bias)$', r'bbox_head.fc_cls.\1'),
+        (r'^bbox_embed\.layers\.0\.(weight|bias)$', r'bbox_head.reg_ffn.layers.0.0.\1'),
+        (r'^bbox_embed\.layers\.1\.(weight|bias)$', r'bbox_head.reg_ffn.layers.1.\1'),
+        (r'^bbox_embed\.layers\.2\.(weight|bias)$', r'bbox_head.fc_reg.\1'),
+        (r'^query_embed\.weight$', r'query_embedding.weight'),
+        (r'^input_proj\.(weight|bias)$', r'neck.convs.0.conv.\1'),
+    ])
+_COMPILED = [(re.compile(p), r) for p, r in RULES]
+# Keys every official single-scale SMCA checkpoint has; used to recognise one.
+REQUIRED_KEYS = ('transformer.decoder.layers.0.point1.layers.0.weight',
+                 'transformer.decoder.layers.0.point2.weight', 'class_embed.weight',
+                 'bbox_embed.layers.2.weight', 'query_embed.weight', 'input_proj.weight')
+
+
+class NotAnSMCACheckpoint(ValueError):
+    """Raised when a checkpoint is not an official single-scale SMCA-DETR state dict."""
+
+
+def extract_state_dict(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
+    """Return the model state dict of an official checkpoint (``{'model': sd, ...}``) or of a
+    bare state dict."""
+    if not isinstance(checkpoint, Mapping):
+        raise NotAnSMCACheckpoint(f'expected a dict checkpoint, got {type(checkpoint).__name__}')
+    for key in ('model', 'state_dict'):
+        if key in checkpoint and isinstance(checkpoint[key], Mapping):
+            return checkpoint[key]
+    return checkpoint
+
+
+def convert_smca_official_state_dict(
+        state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """Rename official SMCA keys to ours.
+
+    Official ResNet keys ``backbone.0.body.*`` become ``backbone.*``; FrozenBatchNorm has no
+    ``num_batches_tracked`` buffer, so a zero one is added for every BN (mmdet's BN has it, and
+    it is unused with frozen statistics).
+
+    Args:
+        state_dict: Official state dict (``checkpoint['model']``).
+
+    Returns:
+        OrderedDict: our keys -> the same tensors.
+
+    Raises:
+        NotAnSMCACheckpoint: a required SMCA key is missing, a key has no rule (unrelated or
+            unsupported, e.g. pre-norm ``transformer.encoder.norm`` or segmentation heads),
+            or a value is not a tensor.
+    """
+    state_dict = extract_state_dict(state_dict)
+    missing = [k for k in REQUIRED_KEYS if k not in state_dict]
+    if missing:
+        raise NotAnSMCACheckpoint(
+            f'not an official single-scale SMCA-DETR checkpoint: missing {missing[:4]}'
+            f'{" ..." if len(missing) > 4 else ""}')
+    out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
+    unknown = []
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise NotAnSMCACheckpoint(f'value of {key!r} is a {type(value).__name__}, '
+                                      'not a tensor')
+        for pattern, repl in _COMPILED:
+            if pattern.match(key):
+                new_key = pattern.sub(repl, key)
+                break
+        else:
+            unknown.append(key)
+            continue
+        out[new_key] = value
+        if new_key.startswith('backbone.') and new_key.endswith('.running_mean'):
+            out[new_key[:-len('running_mean')] + 'num_batches_tracked'] = torch.tensor(0)
+    if unknown:
+        raise NotAnSMCACheckpoint(
+            f'{len(unknown)} key(s) have no mapping (unrelated or unsupported checkpoint, '
+            f'e.g. pre-norm or segmentation): {unknown[:6]}')
+    return out
+
+
+def infer_smca_hparams(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, object]:
+    """Read the architecture hyper-parameters that the official keys determine.
+
+    ``num_heads`` cannot be read from the attention weights; it is taken from ``point2``
+    (2 offsets per head). The scale type follows from ``point3`` (absent = type1).
+
+    Returns:
+        dict: ``embed_dims, num_heads, num_encoder_layers, num_decoder_layers,
+        feedforward_channels, num_queries, num_classes, scale_type, in_channels``.
+    """
+    sd = extract_state_dict(state_dict)
+    d = sd['query_embed.weight'].shape[1]
+    num_heads = sd['transformer.decoder.layers.0.point2.weight'].shape[0] // 2
+    enc = {int(m.group(1)) for k in sd
+           for m in [re.match(r'transformer\.encoder\.layers\.(\d+)\.', k)] if m}
+    dec = {int(m.group(1)) for k in sd
+           for m in [re.match(r'transformer\.decoder\.layers\.(\d+)\.', k)] if m}
+    per_head = (sd['transformer.decoder.layers.0.point3.weight'].shape[0] // num_heads
+                if 'transformer.decoder.layers.0.point3.weight' in sd else 0)
+    official = {0: 'type1', 1: 'type2', 2: 'type3', 3: 'type4'}[per_head]
+    return dict(
+        embed_dims=d,
+        num_heads=num_heads,
+        num_encoder_layers=len(enc),
+        num_decoder_layers=len(dec),
+        feedforward_channels=sd['transformer.decoder.layers.0.linear1.weight'].shape[0],
+        num_queries=sd['query_embed.weight'].shape[0],
+        num_classes=sd['class_embed.weight'].shape[0] - 1,
+        scale_type=OFFICIAL_SCALE_TYPES[official],
+        in_channels=sd['input_proj.weight'].shape[1])
+
+
+# COCO category ids of mmdet's 80 contiguous labels (label i <-> id COCO_IDS[i]); the official
+# DETR-family heads index logits by the raw id (91 slots + the no-object slot).
+COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+            25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49,
+            50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74,
+            75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
+
+
+def remap_coco91_to_80(state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """Select the 80 real COCO classes (+ the no-object slot) from an official COCO head.
+
+    Official COCO checkpoints have ``91 + 1`` class logits indexed by category id; mmdet's
+    ``CocoDataset`` uses 80 contiguous labels. Applied to a *converted* state dict.
+    """
+    out = OrderedDict(state_dict)
+    rows = out['bbox_head.fc_cls.weight'].shape[0]
+    if rows != 92:
+        raise ValueError(f'expected a 91 (+1 no-object) class COCO head, got {rows} logits')
+    index = torch.tensor(list(COCO_IDS) + [91])
+    for key in ('bbox_head.fc_cls.weight', 'bbox_head.fc_cls.bias'):
+        out[key] = out[key][index].clone()
+    return out
