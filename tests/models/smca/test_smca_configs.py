@@ -1,0 +1,54 @@
+"""Every SMCA config builds its model (backbone weights are never downloaded)."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmdet.registry import MODELS
+from tests.conftest import REPO
+
+CONFIGS = sorted((REPO / 'configs' / 'smca_detr').glob('*.py'))
+
+
+def test_expected_configs_exist():
+    names = {p.name for p in CONFIGS}
+    for name in ('smca-detr_r50_8xb2-50e_coco.py', 'smca-detr_r50_8xb2-108e_coco.py',
+                 'smca-detr-ms_r50_8xb2-50e_coco.py', 'smca-detr_r101_8xb2-50e_coco.py'):
+        assert name in names
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+def test_config_builds(path: Path):
+    cfg = Config.fromfile(str(path))
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ in ('SMCADETR', 'SMCAMultiScaleDETR')
+    for key in ('optim_wrapper', 'train_cfg', 'param_scheduler', 'train_dataloader',
+                'val_evaluator'):
+        assert key in cfg, f'{path.name} lacks {key}'
+    if 'coco' in path.name:
+        assert cfg.optim_wrapper.optimizer.lr == 1e-4
+        assert cfg.optim_wrapper.clip_grad.max_norm == 0.1
+        assert cfg.optim_wrapper.paramwise_cfg.custom_keys.backbone.lr_mult == 0.1
+        assert model.num_queries == 300
+    if '-ms_' in path.name:
+        assert model.decoder.feat_strides == (16, 32, 64)
+        assert model.encoder.layer_types == ('intra', 'intra', 'multi', 'intra', 'intra')
+        assert model.encoder.layers[0].ffn.layers[0][0].out_features == 1024
+
+
+def test_paper_defaults():
+    cfg = Config.fromfile(str(REPO / 'configs/smca_detr/smca-detr_r50_8xb2-50e_coco.py'))
+    cfg.model.backbone.init_cfg = None
+    model = MODELS.build(cfg.model)
+    layer = model.decoder.layers[0]
+    assert layer.gaussian_prior.scale_type == 'head_xy' and layer.gaussian_prior.smooth == 8
+    assert layer.ffn.layers[0][0].out_features == 2048
+    assert model.bbox_head.cls_out_channels == 81
+    assert cfg.param_scheduler[0].milestones == [40] and cfg.train_cfg.max_epochs == 50
+    r101 = Config.fromfile(str(REPO / 'configs/smca_detr/smca-detr_r101_8xb2-50e_coco.py'))
+    assert r101.model.backbone.depth == 101 and r101.model.type == 'SMCADETR'
+    e108 = Config.fromfile(str(REPO / 'configs/smca_detr/smca-detr_r50_8xb2-108e_coco.py'))
+    assert e108.train_cfg.max_epochs == 108
+    assert torch.nn.Module in type(model).__mro__
