@@ -5,5 +5,6 @@ Importing the package registers every component into mmdet's registries, which i
 """
 from .version import __version__
 from . import models  # noqa: F401  (registers the models)
+from . import engine  # noqa: F401  (safe checkpoint loading, training hooks)
 
 __all__ = ['__version__']

@@ -1,0 +1,239 @@
+"""A CheckpointHook whose checkpoints and ``last_checkpoint`` pointer are written atomically."""
+from __future__ import annotations
+
+import glob
+import os
+import os.path as osp
+import re
+import zipfile
+from typing import List, Optional
+
+from mmengine.dist import barrier, is_main_process
+from mmengine.fileio import FileClient, LocalBackend
+from mmengine.hooks import CheckpointHook
+from mmdet.registry import HOOKS
+
+__all__ = ['AtomicCheckpointHook', 'atomic_replace', 'is_complete_checkpoint']
+
+# Suffix of in-progress files. They start with '.', so neither `ls` nor a glob such as
+# 'epoch_*.pth' (what users pass to --resume / load_from by hand) ever shows them.
+PARTIAL_SUFFIX = '.partial'
+
+
+def _fsync_dir(dirname: str) -> None:
+    """Flush a directory entry (the rename) to disk; best effort on filesystems without it."""
+    try:
+        fd = os.open(dirname, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_replace(tmp_path: str, final_path: str) -> None:
+    """Publish a fully written ``tmp_path`` under ``final_path`` in one step.
+
+    ``os.replace`` is atomic on POSIX and Windows when both paths are on the same filesystem
+    (they are: same directory), so a reader sees either the old file or the complete new one.
+    The data is fsync'ed first so that after a power loss the new name cannot point at blocks
+    that never reached the disk; a plain ``kill -9`` would only need the rename.
+
+    Args:
+        tmp_path: The complete temporary file.
+        final_path: Where it must appear.
+    """
+    with open(tmp_path, 'rb') as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_path, final_path)
+    _fsync_dir(osp.dirname(osp.abspath(final_path)))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write a small text file (``last_checkpoint``) through a temporary name."""
+    tmp_path = osp.join(osp.dirname(path), f'.{osp.basename(path)}{PARTIAL_SUFFIX}')
+    with open(tmp_path, 'w') as f:
+        f.write(text)
+        f.flush()
+    atomic_replace(tmp_path, path)
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """Cheap completeness check for a ``torch.save`` (zip format) file.
+
+    A zip archive ends with its central directory, so a file cut anywhere before the last bytes
+    fails ``zipfile.is_zipfile``; no tensor data is read.
+
+    Args:
+        path: The file to check.
+
+    Returns:
+        Whether ``path`` is a regular file with an intact zip trailer.
+    """
+    try:
+        return osp.isfile(path) and zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+@HOOKS.register_module()
+class AtomicCheckpointHook(CheckpointHook):
+    """``CheckpointHook`` that never lets a kill leave a file that resume picks up.
+
+    Differences from MMEngine's ``CheckpointHook`` (all arguments are the same):
+
+    * a checkpoint is written to ``.<name>.partial`` in the output directory and renamed to its
+      final name only once complete (see :func:`atomic_replace`);
+    * ``last_checkpoint`` is rewritten atomically and only after that rename, so it always names
+      a complete file;
+    * with ``max_keep_ckpts`` the oldest checkpoint is deleted *after* the new one is in place
+      (MMEngine deletes it first, so a kill during the next save leaves ``last_checkpoint``
+      pointing at a deleted file);
+    * before an auto-resume (``--resume`` without a path) a ``last_checkpoint`` that names a
+      missing or truncated file -- e.g. written by the stock hook before a crash -- is pointed
+      back at the newest complete checkpoint, with a warning, and leftover ``*.partial`` files
+      are removed.
+
+    Only local output directories are written atomically; for other backends (object stores,
+    whose uploads are all-or-nothing anyway) the hook behaves like ``CheckpointHook``.
+    Best-checkpoint files (``save_best``) are also written through a temporary name.
+
+    Config::
+
+        default_hooks = dict(
+            checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3))
+    """
+
+    # ---------------------------------------------------------------- helpers
+    def _is_local(self) -> bool:
+        backend = getattr(self, 'file_backend', None)
+        if isinstance(backend, FileClient):  # deprecated `file_client_args` path
+            backend = backend.client
+        return isinstance(backend, LocalBackend)
+
+    def _save_atomic(self, runner, filename: str, meta: dict) -> str:
+        """Save ``runner``'s state as ``<out_dir>/<filename>`` through a temporary file.
+
+        Returns:
+            The final path.
+        """
+        final_path = self.file_backend.join_path(self.out_dir, filename)
+        local = self._is_local()
+        tmp_name = f'.{filename}{PARTIAL_SUFFIX}' if local else filename
+        # Runner.save_checkpoint is master_only: on other ranks this is a no-op.
+        runner.save_checkpoint(
+            self.out_dir,
+            tmp_name,
+            self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args)
+        if local and is_main_process():
+            atomic_replace(osp.join(self.out_dir, tmp_name), final_path)
+        return final_path
+
+    def _remove_ckpt(self, step: int) -> None:
+        path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step))
+        if self.file_backend.isfile(path):
+            self.file_backend.remove(path)
+        elif self.file_backend.isdir(path):  # deepspeed-style checkpoint directories
+            self.file_backend.rmtree(path)
+
+    def _checkpoint_candidates(self, directory: str) -> List[str]:
+        """Complete checkpoints in ``directory`` named by ``filename_tmpl``, oldest first."""
+        pattern = re.escape(self.filename_tmpl).replace(re.escape('{}'), r'(\d+)')
+        found = []
+        for path in glob.glob(osp.join(directory, '*')):
+            m = re.fullmatch(pattern, osp.basename(path))
+            if m and is_complete_checkpoint(path):
+                found.append((int(m.group(1)), path))
+        return [p for _, p in sorted(found)]
+
+    # ------------------------------------------------------------------ hooks
+    def before_run(self, runner) -> None:
+        """Repair the auto-resume pointer before ``Runner.load_or_resume`` reads it."""
+        super().before_run(runner)
+        auto_resume = getattr(runner, '_resume', False) and getattr(runner, '_load_from',
+                                                                    None) is None
+        if auto_resume and is_main_process():
+            self._repair_last_checkpoint(runner)
+        # Every rank reads last_checkpoint right after this hook.
+        barrier()
+
+    def before_train(self, runner) -> None:
+        """Resolve the output directory, then drop ``*.partial`` files of killed runs."""
+        super().before_train(runner)
+        if self._is_local() and is_main_process():
+            for stale in glob.glob(osp.join(self.out_dir, f'.*{PARTIAL_SUFFIX}')):
+                # Never complete and never named by last_checkpoint: safe to delete.
+                runner.logger.warning(f'Removing incomplete checkpoint file {stale}')
+                os.remove(stale)
+
+    def _repair_last_checkpoint(self, runner) -> None:
+        pointer = osp.join(runner.work_dir, 'last_checkpoint')
+        if not osp.isfile(pointer):
+            return
+        with open(pointer) as f:
+            target = f.read().strip()
+        if target and ('://' in target or osp.isdir(target)
+                       or is_complete_checkpoint(target)):
+            return  # fine, or not a local file we can judge (remote URI, deepspeed dir)
+        directory = osp.dirname(target) if target else ''
+        candidates = self._checkpoint_candidates(directory or runner.work_dir)
+        if candidates:
+            runner.logger.warning(
+                f'{pointer} names {target!r}, which is missing or incomplete (a run was '
+                f'probably killed while saving); resuming from {candidates[-1]} instead.')
+            atomic_write_text(pointer, candidates[-1])
+        else:
+            runner.logger.warning(
+                f'{pointer} names {target!r}, which is missing or incomplete, and no complete '
+                'checkpoint was found next to it; training starts from scratch.')
+            os.remove(pointer)
+
+    def _save_checkpoint_with_step(self, runner, step: int, meta: dict) -> None:
+        """Same bookkeeping as ``CheckpointHook``, in crash-safe order."""
+        to_remove: Optional[int] = None
+        if self.max_keep_ckpts > 0:
+            # _save_checkpoint and _save_best_checkpoint may both save in one step.
+            if not (len(self.keep_ckpt_ids) > 0 and self.keep_ckpt_ids[-1] == step):
+                if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
+                    to_remove = self.keep_ckpt_ids.popleft()
+                self.keep_ckpt_ids.append(step)
+                runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+
+        self.last_ckpt = self.file_backend.join_path(self.out_dir,
+                                                     self.filename_tmpl.format(step))
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
+
+        self._save_atomic(runner, self.filename_tmpl.format(step), meta)
+
+        if not is_main_process():
+            return
+        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
+        if to_remove is not None and to_remove != step:
+            self._remove_ckpt(to_remove)
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """Let ``CheckpointHook`` pick the best checkpoint, but write it atomically."""
+        original = runner.save_checkpoint
+
+        def save_best(out_dir, filename, *args, **kwargs):
+            # Same call as CheckpointHook makes, routed through a temporary name.
+            local = self._is_local() and out_dir == self.out_dir
+            tmp_name = f'.{filename}{PARTIAL_SUFFIX}' if local else filename
+            original(out_dir, tmp_name, *args, **kwargs)
+            if local and is_main_process():
+                atomic_replace(osp.join(out_dir, tmp_name), osp.join(out_dir, filename))
+
+        runner.save_checkpoint = save_best  # instance attribute: shadows the method briefly
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        finally:
+            del runner.save_checkpoint
