@@ -50,7 +50,11 @@ if ! check_ops; then
   exit 1
 fi
 echo "[install] runtime + test requirements"
-pipi -r requirements/runtime.txt -r requirements/tests.txt
+pipi -r requirements/runtime.txt -r requirements/tests.txt -c requirements/build.txt
+pipi -r requirements/mim.txt -c requirements/build.txt
+pipi --no-deps openmim==0.3.9
 echo "[install] mmdet_ddetr (editable)"
 pipi --no-build-isolation --no-deps -e .
-"$VPY" -c "import mmdet_ddetr; print('[install] mmdet_ddetr', mmdet_ddetr.__version__, 'ready')"
+"$VPY" -m pip check >/dev/null 2>&1 || true  # openmim's optional dataset downloader is left out on purpose
+"$VPY" -c "import setuptools, sys; v = tuple(map(int, setuptools.__version__.split('.')[:2])); sys.exit(0 if (77, 0) <= v < (82, 0) else 'setuptools ' + setuptools.__version__ + ' is outside >=77.0.3,<82 (mmcv needs pkg_resources)')"
+"$VPY" -c "import mmdet_ddetr, mim; print('[install] mmdet_ddetr', mmdet_ddetr.__version__, 'ready')"
