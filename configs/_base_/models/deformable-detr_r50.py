@@ -39,7 +39,7 @@ model = dict(
         num_layers=6,
         layer_cfg=dict(  # DDETREncoderLayer
             self_attn_cfg=dict(  # MSDeformAttention
-                embed_dims=256, num_heads=8, num_levels=4, num_points=4,
+                embed_dims=256, num_heads=8, num_points=4,
                 dropout=0.1, batch_first=True),
             ffn_cfg=dict(
                 embed_dims=256, feedforward_channels=1024, ffn_drop=0.1))),
@@ -50,7 +50,7 @@ model = dict(
             self_attn_cfg=dict(  # MultiheadAttention
                 embed_dims=256, num_heads=8, dropout=0.1, batch_first=True),
             cross_attn_cfg=dict(  # MSDeformAttention
-                embed_dims=256, num_heads=8, num_levels=4, num_points=4,
+                embed_dims=256, num_heads=8, num_points=4,
                 dropout=0.1, batch_first=True),
             ffn_cfg=dict(
                 embed_dims=256, feedforward_channels=1024, ffn_drop=0.1)),

@@ -1,0 +1,12 @@
+from .box_refinement import apply_box_delta, refine_reference, scale_to_levels
+from .ddetr_decoder import DDETRDecoder, DDETRDecoderLayer
+from .ddetr_encoder import (DDETREncoder, DDETREncoderLayer, build_with_default_type,
+                            encoder_reference_points)
+from .ms_deform_attn import MSDeformAttention, safe_im2col_step
+from .proposal_generator import DDETRProposalGenerator
+
+__all__ = [
+    'MSDeformAttention', 'safe_im2col_step', 'DDETREncoderLayer', 'DDETREncoder',
+    'encoder_reference_points', 'build_with_default_type', 'DDETRDecoderLayer', 'DDETRDecoder',
+    'apply_box_delta', 'refine_reference', 'scale_to_levels', 'DDETRProposalGenerator'
+]

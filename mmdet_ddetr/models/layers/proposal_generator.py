@@ -1,0 +1,169 @@
+"""Two-stage Deformable DETR (paper Sec. 4.2 and App. A.4): the encoder proposes.
+
+Every encoder token becomes a proposal: a box centred on its pixel with size
+``0.05 * 2**level``; a head predicts a score and a box delta per token, and the top-k scoring
+boxes become the decoder's reference boxes, with queries derived from their position embedding.
+"""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from mmdet.registry import MODELS
+
+SCORINGS = ('objectness', 'class0')
+
+
+@MODELS.register_module()
+class DDETRProposalGenerator(BaseModule):
+    """Encoder-token proposals, their ranking and the decoder queries built from them.
+
+    Args:
+        embed_dims (int): Transformer width ``d``.
+        num_queries (int): Proposals kept (= decoder queries).
+        scoring (str): How proposals are ranked. ``'objectness'`` (default): a 1-channel,
+            class-agnostic score trained with every object as foreground. ``'class0'``: the
+            official ranking, channel 0 of a ``num_classes``-channel branch trained with every
+            label set to 0 (needed to reproduce official training exactly).
+        base_size (float): Proposal width/height on level 0; doubled per level (paper: 0.05).
+        valid_range (tuple[float, float]): A proposal is used only if all four normalised
+            coordinates lie strictly inside this range (official: (0.01, 0.99)).
+        temperature (int): Temperature of the proposal sine embedding.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self, embed_dims: int = 256, num_queries: int = 300,
+                 scoring: str = 'objectness', base_size: float = 0.05,
+                 valid_range: Tuple[float, float] = (0.01, 0.99), temperature: int = 10000,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if scoring not in SCORINGS:
+            raise ValueError(f'proposal_generator.scoring={scoring!r} is unknown; use one of '
+                             f'{SCORINGS}')
+        if embed_dims % 2:
+            raise ValueError(f'two-stage needs an even embed_dims (sine embedding of 4 box '
+                             f'coordinates into 2*embed_dims channels), got {embed_dims}')
+        self.embed_dims = embed_dims
+        self.num_queries = num_queries
+        self.scoring = scoring
+        self.base_size = base_size
+        self.valid_range = valid_range
+        self.temperature = temperature
+        self.memory_trans_fc = nn.Linear(embed_dims, embed_dims)
+        self.memory_trans_norm = nn.LayerNorm(embed_dims)
+        self.pos_trans_fc = nn.Linear(embed_dims * 2, embed_dims * 2)
+        self.pos_trans_norm = nn.LayerNorm(embed_dims * 2)
+
+    def init_weights(self) -> None:
+        # Xavier keeps the proposal features and query embeddings at unit scale, like the
+        # other projections of the transformer (official _reset_parameters).
+        nn.init.xavier_uniform_(self.memory_trans_fc.weight)
+        nn.init.xavier_uniform_(self.pos_trans_fc.weight)
+
+    def score_channels(self, num_classes: int) -> int:
+        """Width of the encoder classification branch for this ranking."""
+        return 1 if self.scoring == 'objectness' else num_classes
+
+    def proposals(self, memory: Tensor, memory_mask: Optional[Tensor],
+                  spatial_shape_list: Sequence[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
+        """One proposal per encoder token.
+
+        Args:
+            memory (Tensor): (bs, num_tokens, dim) encoder output.
+            memory_mask (Tensor | None): (bs, num_tokens), True at padding.
+            spatial_shape_list (list[tuple[int, int]]): (H_l, W_l) per level.
+
+        Returns:
+            tuple[Tensor, Tensor]:
+            - output_memory (bs, num_tokens, dim): token features for the proposal head, zero
+              (before the projection) where the proposal is unusable.
+            - output_proposals (bs, num_tokens, 4): inverse-sigmoid (cx, cy, w, h), +inf at
+              padded or out-of-range proposals, so that their predicted boxes saturate to 1.
+              Built in float32, as in the official code.
+        """
+        bs = memory.size(0)
+        device = memory.device
+        boxes = []
+        start = 0
+        for lvl, (h, w) in enumerate(spatial_shape_list):
+            if memory_mask is not None:
+                level_mask = memory_mask[:, start:start + h * w].view(bs, h, w)
+                valid_h = (~level_mask[:, :, 0]).sum(1)
+                valid_w = (~level_mask[:, 0, :]).sum(1)
+                # Normalise by the VALID size: centres in the padding fall outside (0, 1).
+                scale = torch.stack([valid_w, valid_h], -1).view(bs, 1, 1, 2)
+            else:
+                scale = torch.tensor([w, h], dtype=torch.float32, device=device).view(1, 1, 1, 2)
+            grid_y, grid_x = torch.meshgrid(
+                torch.linspace(0, h - 1, h, dtype=torch.float32, device=device),
+                torch.linspace(0, w - 1, w, dtype=torch.float32, device=device),
+                indexing='ij')
+            centre = (torch.stack([grid_x, grid_y], -1).expand(bs, -1, -1, -1) + 0.5) / scale
+            size = torch.full_like(centre, self.base_size * 2.0**lvl)
+            boxes.append(torch.cat([centre, size], -1).view(bs, -1, 4))
+            start += h * w
+        proposals = torch.cat(boxes, 1)
+        low, high = self.valid_range
+        valid = ((proposals > low) & (proposals < high)).all(-1, keepdim=True)
+        proposals = torch.log(proposals / (1 - proposals))
+        unusable = ~valid
+        if memory_mask is not None:
+            unusable = unusable | memory_mask.unsqueeze(-1)
+        proposals = proposals.masked_fill(unusable, float('inf'))
+        output_memory = memory.masked_fill(unusable, 0.0)
+        output_memory = self.memory_trans_norm(self.memory_trans_fc(output_memory))
+        return output_memory, proposals
+
+    def select(self, scores: Tensor, coords_unact: Tensor) -> Tuple[Tensor, Tensor]:
+        """Top-k proposals by channel 0 of ``scores``.
+
+        Args:
+            scores (Tensor): (bs, num_tokens, C) encoder classification logits (C = 1 for
+                objectness; channel 0 is the official 'class 0' otherwise).
+            coords_unact (Tensor): (bs, num_tokens, 4) inverse-sigmoid boxes.
+
+        Returns:
+            tuple[Tensor, Tensor]: indices (bs, k) and the selected inverse-sigmoid boxes
+            (bs, k, 4), detached (the decoder must not back-propagate into the ranking).
+        """
+        k = self.num_queries
+        if k > scores.size(1):
+            raise ValueError(
+                f'two-stage keeps num_queries={k} proposals but the encoder has only '
+                f'{scores.size(1)} tokens for this input; lower num_queries or use larger '
+                'images / more feature levels')
+        topk = torch.topk(scores[..., 0], k, dim=1)[1]
+        coords = torch.gather(coords_unact, 1, topk.unsqueeze(-1).expand(-1, -1, 4))
+        return topk, coords.detach()
+
+    def queries(self, coords_unact: Tensor) -> Tuple[Tensor, Tensor]:
+        """Decoder (query_pos, query) from the selected boxes' sine embedding.
+
+        Args:
+            coords_unact (Tensor): (bs, k, 4) inverse-sigmoid boxes.
+
+        Returns:
+            tuple[Tensor, Tensor]: query_pos and query, each (bs, k, dim).
+        """
+        embed = self.pos_trans_norm(self.pos_trans_fc(self.box_sine_embedding(coords_unact)))
+        return torch.split(embed, self.embed_dims, dim=-1)
+
+    def box_sine_embedding(self, coords_unact: Tensor) -> Tensor:
+        """Sine embedding of a box: ``d/2`` interleaved (sin, cos) features per coordinate.
+
+        Args:
+            coords_unact (Tensor): (bs, k, 4) inverse-sigmoid (cx, cy, w, h).
+
+        Returns:
+            Tensor: (bs, k, 2 * dim), coordinates in (cx, cy, w, h) order.
+        """
+        num_feats = self.embed_dims // 2
+        dim_t = torch.arange(num_feats, dtype=torch.float32, device=coords_unact.device)
+        dim_t = self.temperature**(2 * torch.div(dim_t, 2, rounding_mode='floor') / num_feats)
+        pos = coords_unact.sigmoid()[..., None] * (2 * math.pi) / dim_t
+        return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), -1).flatten(2)
+
+
+__all__ = ['DDETRProposalGenerator', 'SCORINGS']
