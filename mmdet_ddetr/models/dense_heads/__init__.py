@@ -1,0 +1,3 @@
+from .ddetr_head import DDETRHead
+
+__all__ = ['DDETRHead']

@@ -1,0 +1,3 @@
+from .ddetr import DDETR, valid_ratio
+
+__all__ = ['DDETR', 'valid_ratio']
