@@ -1,0 +1,9 @@
+"""Converters from other implementations' checkpoints into mmdet_ddetr's layout."""
+from .checkpoint_io import (ConverterError, as_mmengine_checkpoint, check_destination,
+                            load_checkpoint_file, save_atomic, state_dict_of)
+from .ddetr import COCO80_IDS, detect_source, mmdet_to_ours, official_to_ours
+
+__all__ = [
+    'ConverterError', 'load_checkpoint_file', 'state_dict_of', 'check_destination', 'save_atomic',
+    'as_mmengine_checkpoint', 'official_to_ours', 'mmdet_to_ours', 'detect_source', 'COCO80_IDS'
+]

@@ -1,0 +1,194 @@
+"""Weights of the official Deformable DETR and of mmdet's built-in ``DeformableDETR`` in the
+layout of :class:`mmdet_ddetr.models.DDETR`.
+
+Key correspondences (official -> ours):
+
+=============================================  ==============================================
+``transformer.level_embed``                    ``level_embed``
+``transformer.encoder.layers.i.self_attn.*``   ``encoder.layers.i.self_attn.*`` (same names)
+encoder ``norm1`` / ``norm2``                  ``norms.0`` / ``norms.1``
+decoder ``norm2`` / ``norm1`` / ``norm3``      ``norms.0`` (self) / ``norms.1`` (cross) / ``norms.2``
+decoder ``self_attn.{in,out}_proj*``           ``self_attn.attn.{in,out}_proj*``
+``linear1`` / ``linear2``                      ``ffn.layers.0.0`` / ``ffn.layers.1``
+``transformer.reference_points``               ``reference_points_fc``
+``transformer.enc_output(_norm)``              ``proposal_generator.memory_trans_{fc,norm}``
+``transformer.pos_trans(_norm)``               ``proposal_generator.pos_trans_{fc,norm}``
+``class_embed.i`` / ``bbox_embed.i.layers.j``  ``bbox_head.cls_branches.i`` / ``reg_branches.i.(2j)``
+``query_embed``                                ``query_embedding``
+``input_proj.l.0/1`` (backbone level l)        ``neck.convs.l.conv/gn``
+``input_proj.l.0/1`` (extra level e)           ``neck.extra_convs.e.conv/gn``
+``backbone.0.body.*``                          ``backbone.*``
+=============================================  ==============================================
+
+``transformer.decoder.{bbox,class}_embed.*`` are aliases of the head branches and are dropped.
+"""
+import re
+from typing import Dict, List, Optional, Tuple
+
+from torch import Tensor
+
+from .checkpoint_io import ConverterError
+
+# COCO category ids (1..90 with gaps) of the 80 classes, in mmdet's contiguous label order.
+COCO80_IDS: Tuple[int, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
+    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
+    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
+    81, 82, 84, 85, 86, 87, 88, 89, 90)
+
+_RENAMES: List[Tuple[str, str]] = [
+    (r'^backbone\.0\.body\.', 'backbone.'),
+    (r'^transformer\.level_embed$', 'level_embed'),
+    (r'^transformer\.reference_points\.', 'reference_points_fc.'),
+    (r'^transformer\.enc_output\.', 'proposal_generator.memory_trans_fc.'),
+    (r'^transformer\.enc_output_norm\.', 'proposal_generator.memory_trans_norm.'),
+    (r'^transformer\.pos_trans\.', 'proposal_generator.pos_trans_fc.'),
+    (r'^transformer\.pos_trans_norm\.', 'proposal_generator.pos_trans_norm.'),
+    (r'^transformer\.encoder\.layers\.(\d+)\.norm1\.', r'encoder.layers.\1.norms.0.'),
+    (r'^transformer\.encoder\.layers\.(\d+)\.norm2\.', r'encoder.layers.\1.norms.1.'),
+    (r'^transformer\.decoder\.layers\.(\d+)\.norm2\.', r'decoder.layers.\1.norms.0.'),
+    (r'^transformer\.decoder\.layers\.(\d+)\.norm1\.', r'decoder.layers.\1.norms.1.'),
+    (r'^transformer\.decoder\.layers\.(\d+)\.norm3\.', r'decoder.layers.\1.norms.2.'),
+    (r'^transformer\.decoder\.layers\.(\d+)\.self_attn\.', r'decoder.layers.\1.self_attn.attn.'),
+    (r'^transformer\.(en|de)coder\.layers\.(\d+)\.linear1\.', r'\1coder.layers.\2.ffn.layers.0.0.'),
+    (r'^transformer\.(en|de)coder\.layers\.(\d+)\.linear2\.', r'\1coder.layers.\2.ffn.layers.1.'),
+    (r'^transformer\.(en|de)coder\.layers\.', r'\1coder.layers.'),
+    (r'^class_embed\.(\d+)\.', r'bbox_head.cls_branches.\1.'),
+    (r'^query_embed\.', 'query_embedding.'),
+]
+
+_MMDET_RENAMES: List[Tuple[str, str]] = [
+    (r'^memory_trans_fc\.', 'proposal_generator.memory_trans_fc.'),
+    (r'^memory_trans_norm\.', 'proposal_generator.memory_trans_norm.'),
+    (r'^pos_trans_fc\.', 'proposal_generator.pos_trans_fc.'),
+    (r'^pos_trans_norm\.', 'proposal_generator.pos_trans_norm.'),
+]
+
+
+def _rename(key: str, rules: List[Tuple[str, str]]) -> str:
+    for pattern, repl in rules:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return key
+
+
+def is_official_ddetr(state_dict: Dict[str, Tensor]) -> bool:
+    return 'transformer.level_embed' in state_dict
+
+
+def is_mmdet_ddetr(state_dict: Dict[str, Tensor]) -> bool:
+    return 'level_embed' in state_dict and any(
+        k.startswith('bbox_head.reg_branches.') for k in state_dict)
+
+
+def official_to_ours(state_dict: Dict[str, Tensor], proposal_scoring: str = 'class0',
+                     coco91_to_80: bool = False) -> Dict[str, Tensor]:
+    """Convert an official Deformable DETR state_dict (any variant).
+
+    Args:
+        state_dict (dict): Official ``model`` weights.
+        proposal_scoring (str): Layout of the two-stage encoder class branch in the target
+            config: ``'class0'`` keeps all channels; ``'objectness'`` keeps only channel 0,
+            the one the official code ranks proposals by (inference is then identical).
+        coco91_to_80 (bool): The checkpoint's classifier has the official 91 COCO-id logits;
+            keep the 80 real classes in mmdet's order.
+
+    Returns:
+        dict: Weights for :class:`DDETR`.
+    """
+    if not is_official_ddetr(state_dict):
+        hint = (' It looks like an mmdet DeformableDETR checkpoint: use --source mmdet.'
+                if is_mmdet_ddetr(state_dict) else '')
+        raise ConverterError('not an official Deformable DETR checkpoint (no '
+                             f'"transformer.level_embed" weight).{hint}')
+    num_backbone_levels = sum(
+        1 for k, v in state_dict.items()
+        if re.fullmatch(r'input_proj\.\d+\.0\.weight', k) and v.shape[-1] == 1)
+    out: Dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if re.match(r'^transformer\.decoder\.(bbox|class)_embed\.', key):
+            continue  # aliases of the head's branches
+        m = re.match(r'^bbox_embed\.(\d+)\.layers\.(\d+)\.(.*)$', key)
+        if m:
+            out[f'bbox_head.reg_branches.{m[1]}.{2 * int(m[2])}.{m[3]}'] = value
+            continue
+        m = re.match(r'^input_proj\.(\d+)\.([01])\.(.*)$', key)
+        if m:
+            lvl, part, rest = int(m[1]), ('conv', 'gn')[int(m[2])], m[3]
+            if lvl < num_backbone_levels:
+                out[f'neck.convs.{lvl}.{part}.{rest}'] = value
+            else:
+                out[f'neck.extra_convs.{lvl - num_backbone_levels}.{part}.{rest}'] = value
+            continue
+        out[_rename(key, _RENAMES)] = value
+    return _adapt_classifiers(out, proposal_scoring, coco91_to_80)
+
+
+def mmdet_to_ours(state_dict: Dict[str, Tensor],
+                  proposal_scoring: str = 'class0') -> Dict[str, Tensor]:
+    """Convert mmdet 3.x built-in ``DeformableDETR`` weights.
+
+    mmdet's stock neck has no conv bias; ours keeps it (official layout), so zero biases are
+    added, which is exactly mmdet's function.
+    """
+    if not is_mmdet_ddetr(state_dict) or is_official_ddetr(state_dict):
+        raise ConverterError('not an mmdet DeformableDETR checkpoint (needs "level_embed" and '
+                             '"bbox_head.reg_branches.*" weights)')
+    out = {_rename(k, _MMDET_RENAMES): v for k, v in state_dict.items()}
+    for key in list(out):
+        m = re.match(r'^(neck\.(?:extra_)?convs\.\d+)\.conv\.weight$', key)
+        if m and f'{m[1]}.conv.bias' not in out:
+            out[f'{m[1]}.conv.bias'] = out[key].new_zeros(out[key].shape[0])
+    return _adapt_classifiers(out, proposal_scoring, coco91_to_80=False)
+
+
+def _num_pred_layers(sd: Dict[str, Tensor]) -> int:
+    return 1 + max(int(m[1]) for k in sd
+                   for m in [re.match(r'^bbox_head\.cls_branches\.(\d+)\.', k)] if m)
+
+
+def _adapt_classifiers(sd: Dict[str, Tensor], proposal_scoring: str,
+                       coco91_to_80: bool) -> Dict[str, Tensor]:
+    if proposal_scoring not in ('class0', 'objectness'):
+        raise ConverterError(f'unknown proposal scoring {proposal_scoring!r}; use class0 or '
+                             'objectness')
+    two_stage = any(k.startswith('proposal_generator.') for k in sd)
+    enc_layer: Optional[int] = _num_pred_layers(sd) - 1 if two_stage else None
+    if coco91_to_80:
+        width = sd['bbox_head.cls_branches.0.weight'].shape[0]
+        if width != 91:
+            raise ConverterError(f'--coco91-to-80 expects 91 class logits, the checkpoint has '
+                                 f'{width}')
+    for key in list(sd):
+        m = re.match(r'^bbox_head\.cls_branches\.(\d+)\.(weight|bias)$', key)
+        if not m:
+            continue
+        if enc_layer is not None and int(m[1]) == enc_layer:
+            if proposal_scoring == 'objectness' or coco91_to_80:
+                # Proposals are ranked by channel 0 only; with the 91-id layout channel 0 is
+                # the unused id 0 that the official encoder loss trains as "object".
+                sd[key] = sd[key][:1].clone()
+        elif coco91_to_80:
+            sd[key] = sd[key][list(COCO80_IDS)].clone()
+    return sd
+
+
+def detect_source(state_dict: Dict[str, Tensor]) -> str:
+    """'official' or 'mmdet', or a ConverterError naming what the checkpoint lacks."""
+    if is_official_ddetr(state_dict):
+        return 'official'
+    if is_mmdet_ddetr(state_dict):
+        return 'mmdet'
+    sample = ', '.join(list(state_dict)[:3])
+    raise ConverterError('this checkpoint is neither an official nor an mmdet Deformable DETR '
+                         f'(first keys: {sample}); check that you passed the right file')
+
+
+def count_levels(sd: Dict[str, Tensor]) -> int:
+    """Feature levels of converted weights (rows of ``level_embed``)."""
+    return int(sd['level_embed'].shape[0])
+
+
+__all__ = ['official_to_ours', 'mmdet_to_ours', 'detect_source', 'COCO80_IDS', 'count_levels']
+

@@ -1,0 +1,142 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmdet_ddetr.converters import (ConverterError, load_checkpoint_file, mmdet_to_ours,
+                                    official_to_ours, save_atomic)
+from tests.conftest import REPO, build_model, make_batch, official_fixture, small_ddetr_cfg
+
+TOOL = REPO / 'tools/model_converters/ddetr_to_mmdet_ddetr.py'
+
+
+def _run_tool(*args):
+    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO)
+
+
+def _official_checkpoint(tmp_path, name='ddetr_refine_twostage.pt'):
+    fixture = official_fixture(name)
+    path = tmp_path / 'official.pth'
+    torch.save({'model': fixture['state_dict'], 'epoch': 49}, path)
+    return path, fixture
+
+
+def test_official_checkpoint_converts_to_loadable_file(tmp_path):
+    src, fixture = _official_checkpoint(tmp_path)
+    dst = tmp_path / 'ours.pth'
+    result = _run_tool(src, dst, '--proposal-scoring', 'class0')
+    assert result.returncode == 0, result.stderr
+    ckpt = torch.load(dst, weights_only=True)
+    expected = official_to_ours(fixture['state_dict'], proposal_scoring='class0')
+    assert set(ckpt['state_dict']) == set(expected)
+    assert not any(k.startswith('transformer.') for k in ckpt['state_dict'])
+
+
+@pytest.mark.parametrize('payload,message', [
+    (b'', 'empty'),
+    (b'PK\x03\x04 truncated zip', 'truncated, corrupt'),
+])
+def test_corrupt_input_is_refused_and_nothing_written(tmp_path, payload, message):
+    src = tmp_path / 'bad.pth'
+    src.write_bytes(payload)
+    dst = tmp_path / 'out.pth'
+    result = _run_tool(src, dst)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert os.listdir(tmp_path) == ['bad.pth']
+
+
+def test_truncated_real_checkpoint_is_refused(tmp_path):
+    src, _ = _official_checkpoint(tmp_path)
+    data = src.read_bytes()
+    src.write_bytes(data[:len(data) // 2])
+    result = _run_tool(src, tmp_path / 'out.pth')
+    assert result.returncode != 0 and 'truncated, corrupt' in result.stderr
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    src = tmp_path / 'resnet.pth'
+    torch.save({'state_dict': {'conv1.weight': torch.zeros(2, 3, 1, 1)}}, src)
+    result = _run_tool(src, tmp_path / 'out.pth')
+    assert result.returncode != 0
+    assert 'neither an official nor an mmdet Deformable DETR' in result.stderr
+    assert not (tmp_path / 'out.pth').exists()
+
+
+def test_existing_destination_needs_overwrite(tmp_path):
+    src, _ = _official_checkpoint(tmp_path, 'ddetr_plain.pt')
+    dst = tmp_path / 'out.pth'
+    dst.write_bytes(b'keep me')
+    result = _run_tool(src, dst)
+    assert result.returncode != 0 and '--overwrite' in result.stderr
+    assert dst.read_bytes() == b'keep me'
+    assert _run_tool(src, dst, '--overwrite').returncode == 0
+    assert torch.load(dst, weights_only=True)['state_dict']
+
+
+def test_save_atomic_leaves_no_partial_file_on_failure(tmp_path):
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError('boom')
+
+    with pytest.raises(RuntimeError, match='boom'):
+        save_atomic({'x': Unpicklable()}, str(tmp_path / 'out.pth'))
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_missing_file_names_the_path(tmp_path):
+    with pytest.raises(ConverterError, match='does not exist'):
+        load_checkpoint_file(str(tmp_path / 'nope.pth'))
+
+
+def test_coco91_layout_keeps_the_80_real_classes():
+    fixture = official_fixture('ddetr_refine_twostage.pt')
+    sd = {k: v.clone() for k, v in fixture['state_dict'].items()}
+    for key in [k for k in sd if k.startswith('class_embed.')]:
+        sd[key] = torch.arange(91, dtype=torch.float32).view(91, *([1] * (sd[key].dim() - 1))
+                                                              ).expand(91, *sd[key].shape[1:]).clone()
+    out = official_to_ours(sd, coco91_to_80=True)
+    bias = out['bbox_head.cls_branches.0.bias']
+    assert bias.shape == (80, ) and bias[0] == 1 and bias[-1] == 90 and 12 not in bias.tolist()
+    # the encoder proposal branch keeps only logit 0, the one proposals are ranked by
+    assert out['bbox_head.cls_branches.2.bias'].tolist() == [0.0]
+
+
+@pytest.mark.parametrize('variant', [dict(), dict(with_box_refine=True),
+                                     dict(with_box_refine=True, as_two_stage=True)])
+def test_mmdet_builtin_weights_give_identical_predictions(variant):
+    """mmdet's DeformableDETR and ours with converted weights predict the same boxes."""
+    from mmdet.registry import MODELS
+    # mmdet's two-stage hard-codes a 128-feature proposal embedding, i.e. embed_dims=256.
+    ours_cfg = small_ddetr_cfg(num_levels=4, scoring='class0', dims=256, heads=8, **variant)
+    mmdet_cfg = {k: v for k, v in ours_cfg.items() if k != 'proposal_generator'}
+    mmdet_cfg.update(type='DeformableDETR')
+    mmdet_cfg['neck'] = dict(mmdet_cfg['neck'], bias='auto')
+    mmdet_cfg['bbox_head'] = dict(mmdet_cfg['bbox_head'], type='DeformableDETRHead',
+                                  embed_dims=256)
+    # mmdet's top-k fails when k > queries x classes (ours clamps k): use a k both accept.
+    ours_cfg['test_cfg'] = dict(max_per_img=20)
+    mmdet_cfg['test_cfg'] = dict(max_per_img=20)
+    for coder in ('encoder', 'decoder'):
+        mmdet_cfg[coder] = dict(mmdet_cfg[coder])
+        mmdet_cfg[coder].pop('type', None)
+    torch.manual_seed(1)
+    theirs = MODELS.build(mmdet_cfg)
+    theirs.init_weights()
+    for p in theirs.parameters():  # make zero-initialised branches matter
+        p.data.add_(torch.randn_like(p) * 0.02)
+    ours = build_model(ours_cfg)
+    ours.load_state_dict(mmdet_to_ours(theirs.state_dict(), proposal_scoring='class0'))
+    ours.eval(), theirs.eval()
+    batch = make_batch([(64, 80), (80, 48)])
+    with torch.no_grad():
+        a = ours(**ours.data_preprocessor(batch), mode='predict')
+        b = theirs(**theirs.data_preprocessor(batch), mode='predict')
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x.pred_instances.scores, y.pred_instances.scores)
+        torch.testing.assert_close(x.pred_instances.bboxes, y.pred_instances.bboxes)
+        assert torch.equal(x.pred_instances.labels, y.pred_instances.labels)
