@@ -9,6 +9,8 @@ import os
 import time
 from typing import Optional
 
+import torch
+
 from mmengine.dist import get_rank
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import Hook
@@ -76,7 +78,7 @@ class RecordLossHook(Hook):
         self.out_dir = out_dir
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        row = {k: float(v) for k, v in (outputs or {}).items()}
+        row = {k: float(torch.as_tensor(v).detach()) for k, v in (outputs or {}).items()}
         row['iter'] = runner.iter + 1
         with open(os.path.join(self.out_dir, f'losses_rank{get_rank()}.jsonl'), 'a') as f:
             f.write(json.dumps(row) + '\n')
