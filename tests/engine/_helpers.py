@@ -11,6 +11,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
+TOY_EPOCHS = 3  # toy runs: 16 samples, batch 2 -> 8 iterations per epoch
 
 
 def train_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:

@@ -14,7 +14,7 @@ from mmdet_ddetr.engine.hooks import atomic_replace, is_complete_checkpoint
 from tests.engine._helpers import (load_state, max_abs_diff, run, run_until_marker_then_kill,
                                    train_cmd, write_toy_config)
 
-EPOCHS = 3  # 16 samples, batch 2: 8 iterations per epoch
+from tests.engine._helpers import TOY_EPOCHS as EPOCHS
 
 
 def pause_hook(marker: Path, epoch: int, it: int) -> str:
@@ -25,13 +25,10 @@ def slow_write_hook(marker: Path, nth: int) -> str:
     return f"[dict(type='SlowCheckpointWriteHook', nth={nth}, marker='{marker}')]"
 
 
-@pytest.fixture(scope='module')
-def reference(tmp_path_factory) -> Path:
-    """The uninterrupted run every interrupted one must reproduce."""
-    tmp = tmp_path_factory.mktemp('reference')
-    cfg = write_toy_config(tmp / 'toy.py', max_epochs=EPOCHS)
-    run(train_cmd(cfg, tmp / 'wd'), timeout=120)
-    return tmp / 'wd' / f'epoch_{EPOCHS}.pth'
+@pytest.fixture
+def reference(toy_reference) -> Path:
+    """The final checkpoint of the uninterrupted run every interrupted one must reproduce."""
+    return toy_reference / f'epoch_{EPOCHS}.pth'
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

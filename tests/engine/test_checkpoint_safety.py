@@ -11,17 +11,13 @@ import torch
 from mmdet_ddetr.engine import CheckpointLoadError, runner_checkpoint_safe_globals
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import _load_checkpoint
-from tests.engine._helpers import run, train_cmd, write_toy_config
 
 
-@pytest.fixture(scope='module')
-def runner_ckpt(tmp_path_factory) -> Path:
-    """A checkpoint written by a real mmengine Runner (toy model, 1 epoch, max_keep_ckpts and a
-    numpy best_score-like value in the message hub: everything a Runner normally stores)."""
-    tmp = tmp_path_factory.mktemp('ckpt')
-    cfg = write_toy_config(tmp / 'toy.py', max_epochs=1, max_keep=2)
-    run(train_cmd(cfg, tmp / 'wd'), timeout=120)
-    return tmp / 'wd' / 'epoch_1.pth'
+@pytest.fixture
+def runner_ckpt(toy_reference) -> Path:
+    """A checkpoint written by a real mmengine Runner through tools/train.py (toy model):
+    weights, optimizer and scheduler states, message hub logs, meta."""
+    return toy_reference / 'epoch_1.pth'
 
 
 def _allowed_names():
