@@ -134,3 +134,40 @@ def test_shared_heads_use_one_modulation():
     log_g = prior(torch.randn(2, 3, 8), torch.rand(2, 3, 2) * 4, (4, 5))
     assert log_g.shape == (2, 4, 3, 20)
     assert torch.equal(log_g[:, 0], log_g[:, 3])
+
+
+@pytest.mark.parametrize('official', ['type1', 'type2', 'type3', 'type4'])
+def test_matches_official_layout(official):
+    """Re-derive log G in the official tensor layout (queries first, index b * heads + h,
+    per-head (x, y) offset pairs, per-head scale groups) and compare."""
+    torch.manual_seed(0)
+    bs, q, heads, d, (h, w) = 2, 3, 4, 16, (5, 6)
+    prior = SMCAGaussianPrior(embed_dims=d, num_heads=heads, scale_type=official, smooth=8.0)
+    for p in prior.parameters():
+        nn.init.normal_(p)
+    feat = torch.randn(bs, q, d, dtype=torch.float64)
+    centre = torch.rand(bs, q, 2, dtype=torch.float64) * 4
+    prior.double()
+    ours = prior(feat, centre, (h, w))  # (bs, heads, q, h*w)
+
+    out = feat.transpose(0, 1)  # (q, bs, d) as the official decoder
+    ref = centre.transpose(0, 1).repeat(1, 1, heads)  # (q, bs, 2*heads)
+    point = (ref + prior.offset_fc(out)).view(q, bs * heads, 2)
+    gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    grid = torch.stack((gx, gy), 2).float().reshape(-1, 2)[:, None]  # (hw, 1, 2)
+    dist = (point[:, None] - grid[None]).pow(2)  # (q, hw, bs*heads, 2)
+    k = {'type1': 0, 'type2': 1, 'type3': 2, 'type4': 3}[official]
+    if k == 0:
+        dist = dist.sum(-1)
+    else:
+        s = prior.scale_fc(out) ** 2
+        if k == 1:
+            dist = dist.sum(-1) * s.reshape(q, -1)[:, None]
+        else:
+            s = s.reshape(q, -1, k)[:, None]
+            if k == 3:
+                dist = torch.cat([dist, dist.prod(-1, keepdim=True)], -1)
+            dist = (dist * s).sum(-1)
+    theirs = -dist.abs() / 8.0  # (q, hw, bs*heads)
+    torch.testing.assert_close(ours.permute(2, 3, 0, 1).flatten(2), theirs,
+                               rtol=1e-12, atol=1e-12)
