@@ -80,3 +80,17 @@ def test_ddetr_load_from_runner_checkpoint(data, reference, tmp_path):
     out = run(train_cmd(cfg, tmp_path / 'wd', '--cfg-options', f'load_from={reference}'),
               timeout=600).stdout
     assert f'Load checkpoint from {reference}' in out
+
+
+def test_ddetr_save_best_with_atomic_hook(data, tmp_path):
+    """save_best through the atomic hook: a complete best file, no temporary file left over."""
+    wd = tmp_path / 'wd'
+    cfg = write_ddetr_config(tmp_path / 'cfg.py', data, max_epochs=1)
+    out = run(train_cmd(cfg, wd, '--cfg-options',
+                        'default_hooks.checkpoint.save_best=coco/bbox_mAP_50'),
+              timeout=600).stdout
+    best = wd / 'best_coco_bbox_mAP_50_epoch_1.pth'
+    assert 'The best checkpoint' in out
+    assert is_complete_checkpoint(best) and is_complete_checkpoint(wd / 'epoch_1.pth')
+    assert not list(wd.glob('.*.partial'))
+    assert load_state(best).keys() == load_state(wd / 'epoch_1.pth').keys()
