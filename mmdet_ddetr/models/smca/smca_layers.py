@@ -144,6 +144,8 @@ class SMCATransformerDecoder(DetrTransformerDecoder):
         init_cfg: Usual mmengine init config.
     """
 
+    default_layer_type = 'SMCATransformerDecoderLayer'
+
     def __init__(self,
                  num_layers: int,
                  layer_cfg: ConfigType,
@@ -155,8 +157,6 @@ class SMCATransformerDecoder(DetrTransformerDecoder):
         super().__init__(num_layers=num_layers, layer_cfg=layer_cfg,
                          post_norm_cfg=post_norm_cfg,
                          return_intermediate=return_intermediate, init_cfg=init_cfg)
-
-    default_layer_type = 'SMCATransformerDecoderLayer'
 
     def _init_layers(self) -> None:
         """Build the layers (registry, so the layer type is swappable) and the centre MLP."""

@@ -52,3 +52,24 @@ def test_paper_defaults():
     e108 = Config.fromfile(str(REPO / 'configs/smca_detr/smca-detr_r50_8xb2-108e_coco.py'))
     assert e108.train_cfg.max_epochs == 108
     assert torch.nn.Module in type(model).__mro__
+
+
+def test_layers_and_prior_are_swappable_by_config():
+    """The decoder builds its layers and each layer its prior from the registry."""
+    from mmdet_ddetr.models.smca import SMCAGaussianPrior, SMCATransformerDecoderLayer
+    from tests.models.smca.common import small_smca_cfg
+
+    @MODELS.register_module(name='SMCATestLayer', force=True)
+    class _Layer(SMCATransformerDecoderLayer):
+        pass
+
+    @MODELS.register_module(name='SMCATestPrior', force=True)
+    class _Prior(SMCAGaussianPrior):
+        pass
+
+    cfg = small_smca_cfg()
+    cfg['decoder']['layer_cfg']['type'] = 'SMCATestLayer'
+    cfg['decoder']['layer_cfg']['gaussian_prior_cfg']['type'] = 'SMCATestPrior'
+    model = MODELS.build(cfg)
+    assert all(type(layer) is _Layer for layer in model.decoder.layers)
+    assert all(type(layer.gaussian_prior) is _Prior for layer in model.decoder.layers)
