@@ -178,9 +178,12 @@ def _compare_losses(model: nn.Module, run: Dict[str, Any], fixture: Dict[str, An
     weights = {'loss_cls': head.loss_cls.loss_weight, 'loss_bbox': head.loss_bbox.loss_weight,
                'loss_iou': head.loss_iou.loss_weight}
     official = fixture['losses' + suffix]
+    aux_loss = fixture['meta'].get('args', {}).get('aux_loss', True)
     diffs = {}
     for key, value in losses.items():
         prefix, _, base = key.rpartition('.')
+        if prefix and not aux_loss:
+            continue  # official aux_loss=False: only the last layer is supervised
         name = _LOSS_NAMES[base] + (f'_{prefix[1:]}' if prefix else '')
         if name not in official:
             diffs[f'losses{suffix}.{name} (not in fixture)'] = float('inf')
