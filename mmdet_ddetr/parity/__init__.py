@@ -7,7 +7,7 @@ import importlib
 from typing import Any, Callable, Dict
 
 # fixture meta['family'] -> module under mmdet_ddetr.parity
-FAMILIES = {'deformable_detr': 'ddetr', 'smca_detr': 'smca', 'smca': 'smca'}
+FAMILIES = {'deformable_detr': 'ddetr', 'smca_detr_single_scale': 'smca'}
 
 
 def checker_for(fixture: Dict[str, Any]) -> Callable[[Dict[str, Any]], Dict[str, float]]:
