@@ -74,10 +74,12 @@ class DDETRHead(DeformableDETRHead):
             # upcast half precision only: a float64 model keeps float64 losses
             return t.float() if t is not None and t.dtype in _HALF else t
 
-        return super().loss_by_feat(fp32(all_layers_cls_scores), fp32(all_layers_bbox_preds),
-                                    fp32(enc_cls_scores), fp32(enc_bbox_preds),
-                                    batch_gt_instances, batch_img_metas,
-                                    batch_gt_instances_ignore)
+        # Autocast would otherwise run the cost/loss matmuls (cdist, GIoU) in half precision.
+        with torch.autocast(all_layers_cls_scores.device.type, enabled=False):
+            return super().loss_by_feat(fp32(all_layers_cls_scores),
+                                        fp32(all_layers_bbox_preds), fp32(enc_cls_scores),
+                                        fp32(enc_bbox_preds), batch_gt_instances,
+                                        batch_img_metas, batch_gt_instances_ignore)
 
     def loss_by_feat_single(self, cls_scores: Tensor, bbox_preds: Tensor,
                             batch_gt_instances: InstanceList,
