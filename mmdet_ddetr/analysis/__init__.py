@@ -1,0 +1,1 @@
+"""Measurement helpers: FLOP counting with deformable attention, attention recording."""
