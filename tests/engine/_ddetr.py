@@ -19,7 +19,8 @@ model = dict(
     num_queries=10,
     neck=dict(out_channels=d, norm_cfg=dict(type='GN', num_groups=8)),
     encoder=dict(num_layers=1, layer_cfg=dict(
-        self_attn_cfg=attn, ffn_cfg=dict(embed_dims=d, feedforward_channels=f, ffn_drop={dropout}))),
+        self_attn_cfg=attn,
+        ffn_cfg=dict(embed_dims=d, feedforward_channels=f, ffn_drop={dropout}))),
     decoder=dict(num_layers=2, layer_cfg=dict(
         self_attn_cfg=attn, cross_attn_cfg=attn,
         ffn_cfg=dict(embed_dims=d, feedforward_channels=f, ffn_drop={dropout}))),

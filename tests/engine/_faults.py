@@ -1,13 +1,14 @@
-"""Test-only hooks that stop a training process at a precise point so a test can ``kill -9`` it.
+"""Test-only hooks for training subprocesses (imported through ``custom_imports``, never by the
+package).
 
-They are imported by the training subprocess (``custom_imports``), never by the package.
-Each hook announces that it is ready by creating ``marker`` and then sleeps, so the kill always
-lands where the test wants it -- mid-epoch, or in the middle of writing a checkpoint file.
+The fault hooks stop a training process at a precise point so that a test can ``kill -9`` it:
+each creates ``marker`` (holding its pid) and then sleeps, so the kill always lands where the
+test wants it -- mid-epoch, or in the middle of writing a checkpoint file -- instead of wherever
+a timer happens to fire. ``RecordLossHook`` logs every rank's losses for the distributed test.
 """
 import json
 import os
 import time
-from typing import Optional
 
 import torch
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.engine._helpers import (REPO, dist_env, dist_train_cmd, load_state, max_abs_diff,
-                                   read_losses, run, train_cmd, train_env, write_toy_config)
+                                   read_losses, run, train_cmd, write_toy_config)
 
 RTOL, ATOL = 1e-5, 1e-6
 
