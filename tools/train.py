@@ -17,6 +17,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmdet_ddetr  # noqa: E402,F401  (registers the custom modules even without custom_imports)
+from mmdet_ddetr.engine import setup_distributed  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 
 
@@ -82,6 +83,9 @@ def main() -> None:
     # Keeps torch.compile from recompiling without bound when it is enabled in a config.
     setup_cache_size_limit_of_dynamo()
     cfg = build_config(args)
+    # Without CUDA: gloo process group + CPU-capable DDP wrapper (mmengine's launcher assumes
+    # GPUs). No-op on GPU machines and with --launcher none.
+    setup_distributed(cfg, args.launcher)
     # A custom runner type (runner_type) is honoured, as in mmdet.
     if 'runner_type' in cfg:
         runner = RUNNERS.build(cfg)

@@ -5,9 +5,14 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', interval=1),
+    # atomic writes, crash-safe last_checkpoint / max_keep_ckpts (docs/troubleshooting.md)
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='DetVisualizationHook'))
+    visualization=dict(type='DetVisualizationHook'),
+    # stop at the first NaN/inf loss term, naming the iteration and the terms
+    finite_loss=dict(type='FiniteLossHook'),
+    # reseed every epoch so a resumed run repeats the uninterrupted one exactly
+    reseed=dict(type='EpochReseedHook'))
 
 env_cfg = dict(
     cudnn_benchmark=False,

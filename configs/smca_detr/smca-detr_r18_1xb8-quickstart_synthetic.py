@@ -58,5 +58,5 @@ auto_scale_lr = dict(base_batch_size=8, enable=False)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=20),
-    checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
 log_processor = dict(window_size=20)

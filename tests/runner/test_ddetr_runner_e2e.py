@@ -37,7 +37,7 @@ def tiny_cfg(dataset_root, work_dir, **model_overrides) -> Config:
     cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1, val_interval=1)
     cfg.param_scheduler = []
     cfg.default_hooks.logger.interval = 1
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    cfg.default_hooks.checkpoint.interval = 1
     cfg.default_hooks.visualization = dict(type='DetVisualizationHook')
     cfg.randomness = dict(seed=0)
     return cfg
