@@ -2,7 +2,8 @@
 # R50 C5, d=256, 8 heads, 6+6 post-norm layers, FFN 2048, 300 queries, scale type3, beta=8.
 # mmdet_ddetr.models.smca is listed explicitly so that the SMCA types register even where
 # mmdet_ddetr.models does not import it.
-custom_imports = dict(imports=['mmdet_ddetr', 'mmdet_ddetr.models.smca'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmdet_ddetr', 'mmdet_ddetr.models.smca'], allow_failed_imports=False)
 
 embed_dims = 256
 num_heads = 8

@@ -1,7 +1,6 @@
 """Multi-scale SMCA end to end: shapes, ablation switches, batched == per-image."""
 import pytest
 import torch
-from torch import nn
 
 from mmdet_ddetr.models.smca import SMCAScaleSelection
 from tests.conftest import build_model, make_batch

@@ -16,7 +16,7 @@ QUICKSTART = REPO / 'configs/smca_detr/smca-detr_r18_1xb8-quickstart_synthetic.p
 def tiny_data(tmp_path_factory) -> Path:
     from mmdet_ddetr.datasets import generate_synthetic_dataset
     out = tmp_path_factory.mktemp('smca_synthetic')
-    generate_synthetic_dataset(str(out), seed=0, num_train=4, num_val=2, img_size=64)
+    generate_synthetic_dataset(str(out), seed=0, num_train=2, num_val=2, img_size=64)
     return out
 
 
@@ -35,7 +35,8 @@ def _tiny_cfg(data: Path, work_dir: Path, multi_scale: bool) -> Config:
         ms = Config.fromfile(str(REPO / 'configs/_base_/models/smca-detr-ms_r50.py')).model
         m.type = 'SMCAMultiScaleDETR'
         m.num_feature_levels = 3
-        m.backbone.update(num_stages=4, out_indices=(2, 3))
+        m.backbone.update(num_stages=4, strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1),
+                          out_indices=(2, 3))
         m.neck = dict(ms.neck, in_channels=[256, 512], out_channels=d,
                       norm_cfg=dict(type='GN', num_groups=8))
         m.encoder = dict(ms.encoder, layer_types=['intra', 'multi'],
