@@ -36,9 +36,11 @@ mkdir -p "$WORK"
 echo "[demo] 2/4 training $CONFIG -> $WORK (CPU: a few minutes)"
 # --resume: continue an interrupted run; a finished one ends at once and is reused.
 start=$(date +%s)
-"$PY" tools/train.py "$CONFIG" --work-dir "$WORK" --resume 2>&1 | tee "$WORK/train.log" \
-  | grep --line-buffered -E "Epoch\(train\).*\[[0-9]+\]\[ *[0-9]+/|bbox_mAP|Auto resumed|Error|error" \
-  | cut -c1-220 || true
+# Progress: one short line per logged iteration (the full log is in $WORK/train.log).
+PYTHONUNBUFFERED=1 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK" --resume 2>&1 \
+  | tee "$WORK/train.log" \
+  | sed -u -nE 's/.*(Epoch\(train\) +\[[0-9]+\]\[ *[0-9]+\/[0-9]+\]).*(eta: [0-9:]+).* (loss: [0-9.]+).*/  \1  \2  \3/p
+                /bbox_mAP_copypaste|Error/p' || true
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "[demo] training failed, see $WORK/train.log" >&2; exit 1; }
 train_s=$(( $(date +%s) - start ))
 CKPT="$(cat "$WORK/last_checkpoint" 2>/dev/null || true)"
@@ -48,8 +50,8 @@ if [ -z "$CKPT" ] || [ ! -f "$CKPT" ]; then
 fi
 
 echo "[demo] 3/4 evaluating $CKPT"
-"$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" 2>&1 | tee "$WORK/test.log" \
-  | grep --line-buffered -E "Average Precision|Average Recall|bbox_mAP_copypaste" || true
+PYTHONUNBUFFERED=1 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" 2>&1 \
+  | tee "$WORK/test.log" | grep --line-buffered -E "Average Precision|Average Recall" || true
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "[demo] evaluation failed, see $WORK/test.log" >&2; exit 1; }
 MAP=$(grep -oE "coco/bbox_mAP: [0-9.]+" "$WORK/test.log" | tail -1 | awk '{print $2}')
 
