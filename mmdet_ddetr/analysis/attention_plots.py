@@ -6,8 +6,7 @@ model saw) and write one PNG atomically (temporary file + :func:`os.replace`).
 import os
 import os.path as osp
 import tempfile
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import matplotlib
 
@@ -19,31 +18,6 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 #: Colour map of attention weights (dark = low, bright = high).
 CMAP = 'plasma'
-
-
-@dataclass
-class Detection:
-    """One detection with the deformable sampling of its query.
-
-    Attributes:
-        box: (x1, y1, x2, y2) in input pixels.
-        score: Classification score.
-        label: Class name.
-        query: Query index.
-        locations: (heads, levels, points, 2) sampling points (x, y) in input pixels.
-        weights: (heads, levels, points) attention weights.
-        reference: (levels, 2) reference point (x, y) per level in input pixels.
-        reference_box: (levels, 4) reference boxes (x1, y1, x2, y2) for box references.
-    """
-
-    box: np.ndarray
-    score: float
-    label: str
-    query: int
-    locations: Optional[np.ndarray] = None
-    weights: Optional[np.ndarray] = None
-    reference: Optional[np.ndarray] = None
-    reference_box: Optional[np.ndarray] = None
 
 
 def save_figure(fig, out_path: str, dpi: int = 110) -> str:
@@ -194,5 +168,5 @@ def plot_curves(series: List[Tuple[str, Sequence[float], Sequence[float]]], xlab
     return save_figure(fig, out_path)
 
 
-__all__ = ['Detection', 'save_figure', 'plot_sampling_grid', 'plot_smca_maps', 'plot_curves',
+__all__ = ['save_figure', 'plot_sampling_grid', 'plot_smca_maps', 'plot_curves',
            'CMAP']

@@ -281,7 +281,8 @@ def count_flops(detector: nn.Module, height: int, width: int,
                        uncounted_ops={k: int(v) for k, v in uncounted.items()})
 
 
-def resized_shape(height: int, width: int, short: int = 800, max_long: int = 1333) -> Tuple[int, int]:
+def resized_shape(height: int, width: int, short: int = 800,
+                  max_long: int = 1333) -> Tuple[int, int]:
     """Shape after the DETR test transform: shorter side ``short``, longer side at most
     ``max_long`` (keep ratio), rounded as the official ``get_size_with_aspect_ratio``."""
     if height < 1 or width < 1:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 
 from mmdet_ddetr.analysis.convergence import study_config
 from mmdet_ddetr.analysis.logs import load_scalars

@@ -138,7 +138,7 @@ def test_cli_coco_average(tmp_path):
         {'id': 3, 'height': 96, 'width': 64}, {'id': 1, 'height': 48, 'width': 64},
         {'id': 2, 'height': 64, 'width': 64}]}))
     assert get_flops.coco_shapes(str(ann), 2) == [(800, 1066), (800, 800)]
-    cfg = str(REPO / 'configs/deformable_detr/deformable-detr_r18_1xb8-quickstart_synthetic.py')
+    cfg = str(REPO / 'configs/convergence_study/ddetr_r18.py')
     out = tmp_path / 'flops.json'
     payload = get_flops.main([cfg, '--shape', '64', '96', '--out', str(out)])
     assert json.loads(out.read_text())['total'] == payload['total'] > 0

@@ -177,8 +177,14 @@ def test_level_token_index():
         level_token_index(shapes, 2, 0, 0, (60, 40))
 
 
+# Runtime / pipeline settings for the tool tests; the model is replaced. Found by pattern so
+# that a renamed quickstart config does not break these tests.
+RUNTIME_CFG = sorted((REPO / 'configs/deformable_detr').glob('*quickstart_synthetic.py'))[0]
+
+
 def _checkpoint_and_image(tmp_path, cfg_path, model_cfg):
-    """A random-weight checkpoint of ``model_cfg`` and one image from the generator."""
+    """A random-weight checkpoint of ``model_cfg`` (with ``cfg_path``'s pipeline) and a
+    random image."""
     import cv2
     import numpy as np
     model = build_model(model_cfg)
@@ -198,9 +204,7 @@ def _checkpoint_and_image(tmp_path, cfg_path, model_cfg):
 def test_tool_ddetr(tmp_path):
     import visualize_attention
     model_cfg = small_ddetr_cfg(with_box_refine=True)
-    cfg, ckpt, img = _checkpoint_and_image(
-        tmp_path, REPO / 'configs/deformable_detr/deformable-detr_r18_1xb8-quickstart_synthetic.py',
-        model_cfg)
+    cfg, ckpt, img = _checkpoint_and_image(tmp_path, RUNTIME_CFG, model_cfg)
     out = tmp_path / 'vis'
     res = visualize_attention.main([cfg, ckpt, '--img', img, '--out-dir', str(out),
                                     '--topk', '2', '--pixel', '50', '40'])
@@ -216,9 +220,8 @@ def test_tool_ddetr(tmp_path):
 
 def test_tool_smca(tmp_path):
     import visualize_attention
-    cfg, ckpt, img = _checkpoint_and_image(
-        tmp_path, REPO / 'configs/smca_detr/smca-detr_r18_1xb8-quickstart_synthetic.py',
-        small_smca_cfg(multi_scale=False))
+    cfg, ckpt, img = _checkpoint_and_image(tmp_path, RUNTIME_CFG,
+                                           small_smca_cfg(multi_scale=False))
     res = visualize_attention.main([cfg, ckpt, '--img', img, '--out-dir', str(tmp_path / 'v'),
                                     '--topk', '1'])
     assert [Path(p).name for p in res['files']] == ['smca_attention.png']
@@ -229,7 +232,7 @@ def test_tool_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):
         visualize_attention.parse_args(['nope.py', 'nope.pth', '--img', 'x.png'])
     assert 'does not exist' in capsys.readouterr().err
-    cfg = str(REPO / 'configs/deformable_detr/deformable-detr_r18_1xb8-quickstart_synthetic.py')
+    cfg = str(RUNTIME_CFG)
     with pytest.raises(SystemExit):
         visualize_attention.parse_args([cfg, cfg, '--img', cfg, '--topk', '0'])
     assert 'positive integer' in capsys.readouterr().err

@@ -38,16 +38,19 @@ MODELS: Dict[str, tuple] = {
     'detr': ('detr_r18_c4.py', 'DETR (mmdet, C4)'),
     'ddetr-ss': ('ddetr-single-scale_r18_c4.py', 'Deformable DETR single-scale (C4)'),
     'ddetr-ms': ('ddetr_r18.py', 'Deformable DETR'),
-    'ddetr-refine': ('ddetr-refine_r18.py', '+ iterative box refinement'),
-    'ddetr-refine-2stage': ('ddetr-refine-twostage_r18.py', '++ two-stage'),
+    'ddetr-refine': ('ddetr-refine_r18.py', 'Deformable DETR + box refinement'),
+    'ddetr-refine-2stage': ('ddetr-refine-twostage_r18.py',
+                            'Deformable DETR + refinement + two-stage'),
     'smca-ss': ('smca_r18_c4.py', 'SMCA-DETR single-scale (C4)'),
     'smca-ms': ('smca-ms_r18.py', 'SMCA-DETR multi-scale'),
 }
 #: Dataset size at --scale 1 (the quickstart dataset) and image side.
 BASE_TRAIN, BASE_VAL, IMG_SIZE = 800, 100, 128
-#: Default epochs: 7 models x 7 epochs of 800 images take about 45-55 minutes on 2 CPU cores
+#: Default epochs: 7 models x 6 epochs of 800 images take about 45-50 minutes on 2 CPU cores
 #: (measured cost per model in docs/analysis.md).
-DEFAULT_EPOCHS = 7
+DEFAULT_EPOCHS = 6
+#: One batch size for all models (the quickstart configs differ: 8 and 4).
+DEFAULT_BATCH = 4
 
 
 def _positive_int(text: str) -> int:
@@ -97,8 +100,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='data and training seed')
     parser.add_argument('--workers', type=int, default=0,
                         help='dataloader workers per run (default 0: the images are tiny)')
-    parser.add_argument('--batch-size', type=_positive_int, default=None,
-                        help='override the configs\' batch size (8)')
+    parser.add_argument('--batch-size', type=_positive_int, default=DEFAULT_BATCH,
+                        help=f'batch size of every model (default {DEFAULT_BATCH}: at this '
+                        'budget the number of updates limits a DETR more than gradient noise)')
     parser.add_argument('--threads', type=_positive_int, default=None,
                         help='CPU threads per training process (OMP/MKL_NUM_THREADS); default: '
                         'torch\'s choice (all cores). Use 1 on a CPU shared with other jobs: '
@@ -121,12 +125,29 @@ def dataset_sizes(scale: float) -> tuple:
 
 
 def run_model(name: str, args: argparse.Namespace) -> List[Dict]:
-    """Train one model (unless a complete run exists) and return its rows."""
-    from mmdet_ddetr.analysis.convergence import RECORD_FILE, read_records, study_config
+    """Train one model (unless an identical complete run exists) and return its rows."""
+    import json
+
+    from mmdet_ddetr.analysis.convergence import (RECORD_FILE, read_records, study_config,
+                                                  write_text_atomic)
     config_file, _ = MODELS[name]
     run_dir = osp.abspath(osp.join(args.work_dir, name))
+    cfg = study_config(osp.join(CONFIG_DIR, config_file), run_dir,
+                       osp.abspath(args.data_root), args.epochs, num_workers=args.workers,
+                       seed=args.seed, batch_size=args.batch_size)
+    num_train, num_val = dataset_sizes(args.scale)
+    # What makes two runs the same: the full run config and the generated data. A run is
+    # reused only when both match (the data folder name alone does not say which data).
+    signature = json.dumps(dict(config=cfg.pretty_text, num_train=num_train, num_val=num_val,
+                                seed=args.seed, img_size=IMG_SIZE), sort_keys=True)
+    sig_path = osp.join(run_dir, 'study_signature.json')
     rows = read_records(run_dir)
-    if not args.fresh and [r['epoch'] for r in rows] == list(range(1, args.epochs + 1)):
+    same = False
+    if osp.isfile(sig_path):
+        with open(sig_path) as f:
+            same = f.read() == signature
+    if (not args.fresh and same and
+            [r['epoch'] for r in rows] == list(range(1, args.epochs + 1))):
         print(f'[study] {name}: complete run found in {run_dir}, reused', flush=True)
         return rows
     # An incomplete or different run is redone from scratch (only the last checkpoint is
@@ -134,9 +155,6 @@ def run_model(name: str, args: argparse.Namespace) -> List[Dict]:
     if osp.isdir(run_dir):
         shutil.rmtree(run_dir)
     os.makedirs(run_dir)
-    cfg = study_config(osp.join(CONFIG_DIR, config_file), run_dir,
-                       osp.abspath(args.data_root), args.epochs, num_workers=args.workers,
-                       seed=args.seed, batch_size=args.batch_size)
     cfg_path = osp.join(run_dir, 'study_config.py')
     cfg.dump(cfg_path)
     cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), cfg_path, '--work-dir', run_dir]
@@ -161,6 +179,8 @@ def run_model(name: str, args: argparse.Namespace) -> List[Dict]:
     rows = read_records(run_dir)
     if not rows:
         raise SystemExit(f'[study] {name}: no {RECORD_FILE} written; see {run_dir}/train.log')
+    # Written last: marks the run as complete for this exact setting.
+    write_text_atomic(sig_path, signature)
     print(f'[study] {name}: done in {time.perf_counter() - start:.0f}s, final mAP '
           f'{rows[-1]["bbox_mAP"]:.3f}', flush=True)
     return rows
@@ -188,9 +208,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
                      f'Convergence on synthetic shapes ({num_train} train / {num_val} val '
                      f'images, {args.epochs} epoch{"s" if args.epochs > 1 else ""}, ResNet-18 from '
                      'scratch)')
-    print(f'[study] {"model":<36} {"epoch":>5} {"mAP":>6} {"mAP50":>6} {"wall s":>8}')
+    print(f'[study] {"model":<42} {"epoch":>5} {"mAP":>6} {"mAP50":>6} {"wall s":>8}')
     for r in all_rows:
-        print(f'[study] {r["model"]:<36} {r["epoch"]:>5} {r["bbox_mAP"]:>6.3f} '
+        print(f'[study] {r["model"]:<42} {r["epoch"]:>5} {r["bbox_mAP"]:>6.3f} '
               f'{r["bbox_mAP_50"]:>6.3f} {r["wall_time_s"]:>8.0f}')
     print(f'[study] wrote {csv_path} and {png_path}')
     return dict(csv=csv_path, png=png_path, rows=all_rows)

@@ -72,6 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             raise SystemExit(f'error: {e}')
     fig, (ax_l, ax_m) = plt.subplots(1, 2, figsize=(12, 4.2))
     drawn_l = drawn_m = 0
+    epochs_seen = set()
     missing: List[str] = []
     for name, log in zip(names, logs):
         for key in args.keys:
@@ -89,6 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                 continue
             label = key if len(logs) == 1 else f'{name} {key}'
             ax_m.plot(xs, [100 * y for y in ys], marker='o', markersize=3, label=label)
+            epochs_seen.update(xs)
             drawn_m += 1
     if drawn_l + drawn_m == 0:
         available = sorted({k for log in logs for k in log.train_keys() + log.val_keys()})
@@ -100,7 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     ax_m.set_xlabel('epoch')
     ax_m.set_ylabel('metric x 100 (%)')
     ax_m.set_title('validation', fontsize=10)
-    ax_m.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(epochs_seen) > 1:
+        ax_m.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:  # one evaluation (e.g. only at the end): a single tick, not fractional ones
+        ax_m.set_xticks(sorted(epochs_seen))
     for ax, n in ((ax_l, drawn_l), (ax_m, drawn_m)):
         ax.grid(True, alpha=0.3)
         if n:
