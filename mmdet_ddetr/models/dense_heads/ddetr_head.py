@@ -136,6 +136,14 @@ class DDETRHead(DeformableDETRHead):
                                    reduction_override='sum') / num_pos
         return loss_cls, loss_bbox, loss_iou
 
+    def forward(self, hidden_states: Tensor, references: List[Tensor],
+                enc_outputs_class: Optional[Tensor] = None,
+                enc_outputs_coord: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Per-layer class logits (num_layers, bs, num_queries, num_classes) and boxes
+        (num_layers, bs, num_queries, 4); the encoder proposal outputs are accepted (the
+        detector hands over one dict, e.g. to ``_forward`` / FLOPs counting) and unused."""
+        return super().forward(hidden_states, references)
+
     def predict(self, hidden_states: Tensor, references: List[Tensor],
                 batch_data_samples: SampleList, rescale: bool = True,
                 enc_outputs_class: Optional[Tensor] = None,

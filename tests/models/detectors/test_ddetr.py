@@ -147,3 +147,13 @@ def test_degenerate_and_outside_boxes_give_finite_losses():
          [70., 70., 80., 80.]])     # wholly outside
     losses = model(**model.data_preprocessor(copy.deepcopy(batch), training=True), mode='loss')
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+@pytest.mark.parametrize('variant', ['multi-scale', 'refine-twostage'])
+def test_tensor_mode_returns_raw_head_outputs(variant):
+    """mode='tensor' (used by mmdet's get_flops and by export) gives per-layer outputs."""
+    model = build_model(small_ddetr_cfg(**VARIANTS[variant])).eval()
+    data = model.data_preprocessor(make_batch([(64, 80)]))
+    with torch.no_grad():
+        cls, boxes = model(**data, mode='tensor')
+    assert cls.shape == (2, 1, 10, 3) and boxes.shape == (2, 1, 10, 4)
