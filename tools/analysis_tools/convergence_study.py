@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from mmdet_ddetr.utils.cli import positive_int
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
 
@@ -51,16 +53,6 @@ BASE_TRAIN, BASE_VAL, IMG_SIZE = 800, 100, 128
 DEFAULT_EPOCHS = 6
 #: One batch size for all models (the quickstart configs differ: 8 and 4).
 DEFAULT_BATCH = 4
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value}')
-    return value
 
 
 def _scale(text: str) -> float:
@@ -86,7 +78,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Train DETR / Deformable DETR / SMCA-DETR for the same epochs on the '
         'synthetic dataset; write mAP-vs-epoch CSV and plot.')
-    parser.add_argument('--epochs', type=_positive_int, default=DEFAULT_EPOCHS,
+    parser.add_argument('--epochs', type=positive_int, default=DEFAULT_EPOCHS,
                         help=f'epochs per model (default {DEFAULT_EPOCHS})')
     parser.add_argument('--scale', type=_scale, default=1.0,
                         help=f'dataset size factor: {BASE_TRAIN} train / {BASE_VAL} val '
@@ -100,10 +92,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='data and training seed')
     parser.add_argument('--workers', type=int, default=0,
                         help='dataloader workers per run (default 0: the images are tiny)')
-    parser.add_argument('--batch-size', type=_positive_int, default=DEFAULT_BATCH,
+    parser.add_argument('--batch-size', type=positive_int, default=DEFAULT_BATCH,
                         help=f'batch size of every model (default {DEFAULT_BATCH}: at this '
                         'budget the number of updates limits a DETR more than gradient noise)')
-    parser.add_argument('--threads', type=_positive_int, default=None,
+    parser.add_argument('--threads', type=positive_int, default=None,
                         help='CPU threads per training process (OMP/MKL_NUM_THREADS); default: '
                         'torch\'s choice (all cores). Use 1 on a CPU shared with other jobs: '
                         'oversubscribed OpenMP threads slow training down many times')

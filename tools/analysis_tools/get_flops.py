@@ -31,20 +31,12 @@ import sys
 import tempfile
 from typing import List, Optional, Sequence, Tuple
 
+from mmdet_ddetr.utils.cli import positive_int
+
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 #: Default input size (H, W): see docs/analysis.md, "Which input size".
 DEFAULT_SHAPE = (800, 1066)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value}')
-    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -52,13 +44,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Count FLOPs (multiply-adds) of a detector, deformable attention included.')
     parser.add_argument('config', help='model config file')
-    parser.add_argument('--shape', type=_positive_int, nargs=2, metavar=('H', 'W'),
+    parser.add_argument('--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
                         default=None,
                         help=f'input height and width (default {DEFAULT_SHAPE[0]} '
                         f'{DEFAULT_SHAPE[1]}); exclusive with --coco-ann')
     parser.add_argument('--coco-ann', help='COCO annotation json: average over the resized '
                         'sizes of its first --num-images images (the papers\' protocol)')
-    parser.add_argument('--num-images', type=_positive_int, default=100,
+    parser.add_argument('--num-images', type=positive_int, default=100,
                         help='images of --coco-ann to average over (default 100)')
     parser.add_argument('--count-batchnorm', action='store_true',
                         help='count BatchNorm as 2 FLOPs per element (mmengine default; the '

@@ -32,27 +32,9 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmdet_ddetr.utils.cli import non_negative_float, positive_int
+
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value}')
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}')
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {value}')
-    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -63,11 +45,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--img', required=True, help='image file')
     parser.add_argument('--out-dir', default='work_dirs/attention',
                         help='folder for the PNG files (default work_dirs/attention)')
-    parser.add_argument('--topk', type=_positive_int, default=3,
+    parser.add_argument('--topk', type=positive_int, default=3,
                         help='number of best-scoring queries drawn (default 3)')
     parser.add_argument('--layer', type=int, default=-1,
                         help='decoder layer to draw, Python index (default -1: the last)')
-    parser.add_argument('--pixel', type=_non_negative_float, nargs=2, metavar=('X', 'Y'),
+    parser.add_argument('--pixel', type=non_negative_float, nargs=2, metavar=('X', 'Y'),
                         help='encoder query pixel in original-image coordinates '
                         '(default: centre of the best detection)')
     parser.add_argument('--query-level', type=int, default=0,
