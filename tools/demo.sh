@@ -9,14 +9,15 @@
 #   DEMO_RETRAIN=1      train from scratch even if work_dirs/demo holds a finished run
 #                       (otherwise an interrupted run is resumed, a finished one reused)
 #   DEMO_DEVICE=cpu     device for the prediction picture (training follows CUDA_VISIBLE_DEVICES)
+#   DEMO_WORK_DIR=work_dirs/demo   where the run, the logs and predictions.png go
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PY="$VENV/bin/python"
-CONFIG=configs/deformable_detr/deformable-detr-refine-twostage_r18_1xb4-5e_synthetic.py
+CONFIG=configs/deformable_detr/deformable-detr-refine-twostage_r18_1xb4-4e_synthetic.py
 DATA=data/synthetic
-WORK=work_dirs/demo
+WORK=${DEMO_WORK_DIR:-work_dirs/demo}
 # Must match the quickstart config (its data_root and img_scale).
 GEN_ARGS=(--out "$DATA" --seed 0 --num-train 800 --num-val 100 --img-size 128)
 IMG="$DATA/val/000000.png"

@@ -3,8 +3,8 @@
 # deformable attention, 4 feature levels C3-C5 + one stride-2 conv, Hungarian matching,
 # focal + L1 + GIoU losses), only narrower (d 128), shallower (2 + 3 layers) and with fewer
 # queries. This is the plain variant that the other small configs build on; `make demo` trains
-# deformable-detr-refine-twostage_r18_1xb4-5e_synthetic.py (this model + box refinement +
-# two-stage, batch 4, 5 epochs), which fits in 10 minutes on 2 CPU cores.
+# deformable-detr-refine-twostage_r18_1xb4-4e_synthetic.py (this model + box refinement +
+# two-stage, batch 4, 4 epochs), which fits in 10 minutes on 2 CPU cores.
 _base_ = [
     '../_base_/models/deformable-detr_r50.py',
     '../_base_/datasets/synthetic_detection.py',
