@@ -27,14 +27,14 @@ if [ ! -x "$PY" ]; then
   exit 1
 fi
 
-echo "[demo] 1/4 dataset -> $DATA"
+echo "[demo] 1/5 dataset -> $DATA"
 "$PY" tools/misc/generate_synthetic_dataset.py "${GEN_ARGS[@]}"
 
 if [ "${DEMO_RETRAIN:-0}" = 1 ]; then
   rm -rf "$WORK"
 fi
 mkdir -p "$WORK"
-echo "[demo] 2/4 training $CONFIG -> $WORK (CPU: a few minutes)"
+echo "[demo] 2/5 training $CONFIG -> $WORK (CPU: a few minutes)"
 # --resume: continue an interrupted run; a finished one ends at once and is reused.
 start=$(date +%s)
 # Progress: one short line per logged iteration (the full log is in $WORK/train.log).
@@ -50,15 +50,21 @@ if [ -z "$CKPT" ] || [ ! -f "$CKPT" ]; then
   exit 1
 fi
 
-echo "[demo] 3/4 evaluating $CKPT"
+echo "[demo] 3/5 evaluating $CKPT"
 PYTHONUNBUFFERED=1 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" 2>&1 \
   | tee "$WORK/test.log" | grep --line-buffered -E "Average Precision|Average Recall" || true
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "[demo] evaluation failed, see $WORK/test.log" >&2; exit 1; }
 MAP=$(grep -oE "coco/bbox_mAP: [0-9.]+" "$WORK/test.log" | tail -1 | awk '{print $2}')
 
-echo "[demo] 4/4 drawing predictions on $IMG"
+echo "[demo] 4/5 drawing predictions on $IMG"
 "$PY" tools/misc/draw_predictions.py "$CONFIG" "$CKPT" --img "$IMG" \
   --out "$WORK/predictions.png" --score-thr 0.3 --device "${DEMO_DEVICE:-cpu}"
+
+echo "[demo] 5/5 attention pictures and training curves"
+"$PY" tools/analysis_tools/visualize_attention.py "$CONFIG" "$CKPT" --img "$IMG" \
+  --out-dir "$WORK/attention" --topk 3 --device "${DEMO_DEVICE:-cpu}"
+"$PY" tools/analysis_tools/plot_logs.py "$WORK" --keys loss loss_cls loss_bbox loss_iou \
+  --out "$WORK/curves.png"
 
 cat <<EOF
 
@@ -69,4 +75,6 @@ cat <<EOF
   COCO bbox mAP on val: ${MAP:-see $WORK/test.log}
   evaluation   $WORK/test.log
   predictions  $WORK/predictions.png  (left: ground truth, right: predictions, score >= 0.3)
+  attention    $WORK/attention/decoder_sampling.png, $WORK/attention/encoder_sampling.png
+  curves       $WORK/curves.png
 EOF
