@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 
 from tests.conftest import REPO
 
-QUICKSTART = REPO / 'configs/smca_detr/smca-detr_r18_1xb8-quickstart_synthetic.py'
+QUICKSTART = REPO / 'configs/smca_detr/smca-detr_r18_1xb4-quickstart_synthetic.py'
 
 
 @pytest.fixture(scope='module')
