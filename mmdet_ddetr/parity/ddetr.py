@@ -6,7 +6,7 @@ detections of a float64 run. :func:`check` rebuilds the model from the hyper-par
 converts the weights, feeds the stored features to the neck (the backbone is bypassed), and
 returns the max abs difference of every stored quantity.
 """
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import torch
 from mmengine.structures import InstanceData
@@ -16,6 +16,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from ..converters.ddetr import official_to_ours
+from .common import hungarian_matching, max_diff
 
 # mmdet loss names -> official names (final layer); aux layers add "d{i}." / "_{i}".
 _LOSS_NAMES = {'loss_cls': 'loss_ce', 'loss_bbox': 'loss_bbox', 'loss_iou': 'loss_giou'}
@@ -116,28 +117,6 @@ def run_model(model: nn.Module, fixture: Dict[str, Any]) -> Dict[str, Any]:
     return dict(head_inputs=head_inputs, cls_scores=cls_scores, bbox_preds=bbox_preds)
 
 
-def _max_diff(a: Tensor, b: Tensor) -> float:
-    a, b = a.double(), b.double()
-    if a.shape != b.shape:
-        return float('inf')
-    return (a - b).abs().max().item() if a.numel() else 0.0
-
-
-def _matching(model: nn.Module, cls_scores: Tensor, bbox_preds: Tensor,
-              samples: List[DetDataSample]) -> List[Tuple[List[int], List[int]]]:
-    """(query indices, target indices) the assigner picks per image, sorted by query."""
-    pairs = []
-    for i, sample in enumerate(samples):
-        h, w = sample.img_shape
-        boxes = bbox_cxcywh_to_xyxy(bbox_preds[i]) * bbox_preds.new_tensor([w, h, w, h])
-        result = model.bbox_head.assigner.assign(
-            InstanceData(scores=cls_scores[i], bboxes=boxes), sample.gt_instances,
-            img_meta=sample.metainfo)
-        query = torch.nonzero(result.gt_inds > 0).flatten()
-        pairs.append((query.tolist(), (result.gt_inds[query] - 1).tolist()))
-    return pairs
-
-
 def _compare_losses(model: nn.Module, run: Dict[str, Any], fixture: Dict[str, Any],
                     suffix: str) -> Dict[str, float]:
     targets = fixture['targets' + suffix]
@@ -179,7 +158,7 @@ def _compare_losses(model: nn.Module, run: Dict[str, Any], fixture: Dict[str, An
     for s in enc_samples:  # the encoder is matched class-agnostically
         s.gt_instances.labels = torch.zeros_like(s.gt_instances.labels)
     for name, (cls, box) in predictions.items():
-        ours = _matching(model, cls, box, enc_samples if name == 'enc' else samples)
+        ours = hungarian_matching(model, cls, box, enc_samples if name == 'enc' else samples)
         theirs = [(q.tolist(), t.tolist()) for q, t in stored[name]]
         theirs = [tuple(map(list, zip(*sorted(zip(q, t))))) if q else ([], [])
                   for q, t in theirs]
@@ -195,21 +174,21 @@ def check(fixture: Dict[str, Any]) -> Dict[str, float]:
     cls_scores, bbox_preds = run['cls_scores'], run['bbox_preds']
     head_inputs = run['head_inputs']
     diffs = {
-        'pred_logits': _max_diff(cls_scores[-1], outputs['pred_logits']),
-        'pred_boxes': _max_diff(bbox_preds[-1], outputs['pred_boxes']),
-        'init_reference': _max_diff(head_inputs['references'][0], outputs['init_reference']),
-        'inter_references': _max_diff(torch.stack(head_inputs['references'][1:]),
+        'pred_logits': max_diff(cls_scores[-1], outputs['pred_logits']),
+        'pred_boxes': max_diff(bbox_preds[-1], outputs['pred_boxes']),
+        'init_reference': max_diff(head_inputs['references'][0], outputs['init_reference']),
+        'inter_references': max_diff(torch.stack(head_inputs['references'][1:]),
                                       outputs['inter_references']),
-        'hs_ch0to15': _max_diff(head_inputs['hidden_states'][..., :16],
+        'hs_ch0to15': max_diff(head_inputs['hidden_states'][..., :16],
                                 fixture['debug']['hs_ch0to15']),
     }
     for i, aux in enumerate(outputs['aux_outputs']):
-        diffs[f'aux_outputs.{i}.pred_logits'] = _max_diff(cls_scores[i], aux['pred_logits'])
-        diffs[f'aux_outputs.{i}.pred_boxes'] = _max_diff(bbox_preds[i], aux['pred_boxes'])
+        diffs[f'aux_outputs.{i}.pred_logits'] = max_diff(cls_scores[i], aux['pred_logits'])
+        diffs[f'aux_outputs.{i}.pred_boxes'] = max_diff(bbox_preds[i], aux['pred_boxes'])
     if 'enc_outputs' in outputs:
         enc_cls = head_inputs['enc_outputs_class']
-        diffs['enc_outputs.pred_logits'] = _max_diff(enc_cls, outputs['enc_outputs']['pred_logits'])
-        diffs['enc_outputs.pred_boxes'] = _max_diff(head_inputs['enc_outputs_coord'],
+        diffs['enc_outputs.pred_logits'] = max_diff(enc_cls, outputs['enc_outputs']['pred_logits'])
+        diffs['enc_outputs.pred_boxes'] = max_diff(head_inputs['enc_outputs_coord'],
                                                     outputs['enc_outputs']['pred_boxes'])
         topk = torch.topk(enc_cls[..., 0], model.num_queries, dim=1)[1]
         diffs['enc_topk_proposals'] = (
@@ -222,7 +201,7 @@ def check(fixture: Dict[str, Any]) -> Dict[str, float]:
                                               [s.metainfo for s in data_samples(fixture)],
                                               rescale=True)
     for i, (ours, theirs) in enumerate(zip(results, fixture['postprocess']['results'])):
-        diffs[f'postprocess.{i}.scores'] = _max_diff(ours.scores, theirs['scores'])
-        diffs[f'postprocess.{i}.labels'] = _max_diff(ours.labels, theirs['labels'])
-        diffs[f'postprocess.{i}.boxes'] = _max_diff(ours.bboxes, theirs['boxes'])
+        diffs[f'postprocess.{i}.scores'] = max_diff(ours.scores, theirs['scores'])
+        diffs[f'postprocess.{i}.labels'] = max_diff(ours.labels, theirs['labels'])
+        diffs[f'postprocess.{i}.boxes'] = max_diff(ours.bboxes, theirs['boxes'])
     return diffs

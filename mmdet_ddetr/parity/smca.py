@@ -9,7 +9,7 @@ bypassed) and returns the max abs difference of every stored quantity (``inf`` =
 a discrete result: matching, shapes). On ``smca_single_scale.pt`` every difference is
 <= ~2e-13 (boxes in pixels), losses are equal to the last bit.
 """
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import torch
 from mmengine.structures import InstanceData
@@ -20,6 +20,7 @@ from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 
 from ..models.smca.convert import convert_smca_official_state_dict
+from .common import hungarian_matching, max_diff
 from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES, SMCAGaussianPrior
 
 # Value of fixture['meta']['family'] for SMCA fixtures.
@@ -144,28 +145,6 @@ def run_model(model: nn.Module, fixture: Dict[str, Any]) -> Dict[str, Any]:
                 head_inputs=head_inputs, cls_scores=cls_scores, bbox_preds=bbox_preds)
 
 
-def _max_diff(a: Tensor, b: Tensor) -> float:
-    a, b = a.double(), b.double()
-    if a.shape != b.shape:
-        return float('inf')
-    return (a - b).abs().max().item() if a.numel() else 0.0
-
-
-def _matching(model: nn.Module, cls_scores: Tensor, bbox_preds: Tensor,
-              samples: List[DetDataSample]) -> List[Tuple[List[int], List[int]]]:
-    """(query indices, target indices) chosen by our assigner per image, sorted by query."""
-    pairs = []
-    for i, sample in enumerate(samples):
-        h, w = sample.img_shape
-        boxes = bbox_cxcywh_to_xyxy(bbox_preds[i]) * bbox_preds.new_tensor([w, h, w, h])
-        result = model.bbox_head.assigner.assign(
-            InstanceData(scores=cls_scores[i], bboxes=boxes), sample.gt_instances,
-            img_meta=sample.metainfo)
-        query = torch.nonzero(result.gt_inds > 0).flatten()
-        pairs.append((query.tolist(), (result.gt_inds[query] - 1).tolist()))
-    return pairs
-
-
 def _compare_losses(model: nn.Module, run: Dict[str, Any], fixture: Dict[str, Any],
                     suffix: str) -> Dict[str, float]:
     """Unweighted losses (official names) and Hungarian matchings for one target set."""
@@ -203,7 +182,7 @@ def _compare_losses(model: nn.Module, run: Dict[str, Any], fixture: Dict[str, An
     for name, (cls, box) in predictions.items():
         if name not in stored:
             continue
-        ours = _matching(model, cls, box, samples)
+        ours = hungarian_matching(model, cls, box, samples)
         theirs = []
         for q, t in stored[name]:
             pairs = sorted(zip(q.tolist(), t.tolist()))
@@ -230,26 +209,26 @@ def check(fixture: Dict[str, Any]) -> Dict[str, float]:
     diffs = {
         'masks': 0.0 if our_mask is not None and torch.equal(our_mask, their_mask) else
         float('inf') if their_mask.any() else 0.0,
-        'pred_logits': _max_diff(cls_scores[-1], outputs['pred_logits']),
-        'pred_boxes': _max_diff(bbox_preds[-1], outputs['pred_boxes']),
-        'ref_point_logits': _max_diff(references, outputs['ref_point_logits']),
+        'pred_logits': max_diff(cls_scores[-1], outputs['pred_logits']),
+        'pred_boxes': max_diff(bbox_preds[-1], outputs['pred_boxes']),
+        'ref_point_logits': max_diff(references, outputs['ref_point_logits']),
     }
     img_wh = run['dec_in']['img_wh']
     centres = references.sigmoid() * img_wh[:, None, :] / model.decoder.feat_stride
     for i, grid in enumerate(outputs.get('ref_point_grid', [])):
-        diffs[f'ref_point_grid.{i}'] = _max_diff(centres.repeat(1, 1, num_heads), grid)
+        diffs[f'ref_point_grid.{i}'] = max_diff(centres.repeat(1, 1, num_heads), grid)
     for i, aux in enumerate(outputs.get('aux_outputs', [])):
-        diffs[f'aux_outputs.{i}.pred_logits'] = _max_diff(cls_scores[i], aux['pred_logits'])
-        diffs[f'aux_outputs.{i}.pred_boxes'] = _max_diff(bbox_preds[i], aux['pred_boxes'])
+        diffs[f'aux_outputs.{i}.pred_logits'] = max_diff(cls_scores[i], aux['pred_logits'])
+        diffs[f'aux_outputs.{i}.pred_boxes'] = max_diff(bbox_preds[i], aux['pred_boxes'])
     if 'memory_ch0to7' in debug:
-        diffs['debug.memory_ch0to7'] = _max_diff(run['memory'][..., :8], debug['memory_ch0to7'])
+        diffs['debug.memory_ch0to7'] = max_diff(run['memory'][..., :8], debug['memory_ch0to7'])
     if 'hs_ch0to15' in debug:
-        diffs['debug.hs_ch0to15'] = _max_diff(run['head_inputs']['hidden_states'][..., :16],
+        diffs['debug.hs_ch0to15'] = max_diff(run['head_inputs']['hidden_states'][..., :16],
                                               debug['hs_ch0to15'])
     for i, theirs in enumerate(debug.get('gaussian', [])):
         ours = run['priors'][i]  # (bs, heads, Q, HW) -> official (Q, HW, bs * heads)
         ours = ours.permute(2, 3, 0, 1).flatten(2)
-        diffs[f'debug.gaussian.{i}'] = _max_diff(ours, theirs)
+        diffs[f'debug.gaussian.{i}'] = max_diff(ours, theirs)
 
     for suffix in ('', '_alt'):
         if 'targets' + suffix in fixture:
@@ -263,7 +242,7 @@ def check(fixture: Dict[str, Any]) -> Dict[str, float]:
     for i, (ours, theirs) in enumerate(zip(results, stored)):
         # Official top-k is unsorted; compare both sides stable-sorted by score.
         order = torch.sort(ours.scores, descending=True, stable=True)[1]
-        diffs[f'postprocess.{i}.scores'] = _max_diff(ours.scores[order], theirs['scores'])
-        diffs[f'postprocess.{i}.labels'] = _max_diff(ours.labels[order], theirs['labels'])
-        diffs[f'postprocess.{i}.boxes'] = _max_diff(ours.bboxes[order], theirs['boxes'])
+        diffs[f'postprocess.{i}.scores'] = max_diff(ours.scores[order], theirs['scores'])
+        diffs[f'postprocess.{i}.labels'] = max_diff(ours.labels[order], theirs['labels'])
+        diffs[f'postprocess.{i}.boxes'] = max_diff(ours.bboxes[order], theirs['boxes'])
     return diffs

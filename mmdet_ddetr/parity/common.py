@@ -1,0 +1,39 @@
+"""Comparison helpers shared by the family parity checks."""
+from typing import List, Tuple
+
+import torch
+from mmengine.structures import InstanceData
+from torch import Tensor, nn
+
+from mmdet.structures import DetDataSample
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+
+
+def max_diff(a: Tensor, b: Tensor) -> float:
+    """Max abs difference in float64; inf when the shapes differ."""
+    a, b = a.double(), b.double()
+    if a.shape != b.shape:
+        return float('inf')
+    return (a - b).abs().max().item() if a.numel() else 0.0
+
+
+def hungarian_matching(model: nn.Module, cls_scores: Tensor, bbox_preds: Tensor,
+                       samples: List[DetDataSample]) -> List[Tuple[List[int], List[int]]]:
+    """(query indices, target indices) our assigner picks per image, sorted by query.
+
+    Args:
+        model (nn.Module): Detector whose ``bbox_head.assigner`` is used.
+        cls_scores (Tensor): (bs, num_queries, C) logits.
+        bbox_preds (Tensor): (bs, num_queries, 4) normalised (cx, cy, w, h).
+        samples (list[DetDataSample]): ``img_shape`` and ``gt_instances`` per image.
+    """
+    pairs = []
+    for i, sample in enumerate(samples):
+        h, w = sample.img_shape
+        boxes = bbox_cxcywh_to_xyxy(bbox_preds[i]) * bbox_preds.new_tensor([w, h, w, h])
+        result = model.bbox_head.assigner.assign(
+            InstanceData(scores=cls_scores[i], bboxes=boxes), sample.gt_instances,
+            img_meta=sample.metainfo)
+        query = torch.nonzero(result.gt_inds > 0).flatten()
+        pairs.append((query.tolist(), (result.gt_inds[query] - 1).tolist()))
+    return pairs
