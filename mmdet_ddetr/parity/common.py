@@ -1,5 +1,5 @@
 """Comparison helpers shared by the family parity checks."""
-from typing import List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.structures import InstanceData
@@ -37,3 +37,27 @@ def hungarian_matching(model: nn.Module, cls_scores: Tensor, bbox_preds: Tensor,
         query = torch.nonzero(result.gt_inds > 0).flatten()
         pairs.append((query.tolist(), (result.gt_inds[query] - 1).tolist()))
     return pairs
+
+
+def data_samples(fixture: Dict[str, Any],
+                 targets: Optional[List[Dict[str, Tensor]]] = None) -> List[DetDataSample]:
+    """Image metas (and targets as pixel xyxy boxes) as mmdet's pipeline would give them.
+
+    ``scale_factor`` maps the unpadded input size to ``postprocess.orig_target_sizes`` so
+    that ``rescale=True`` gives the official PostProcess coordinates.
+    """
+    inputs = fixture['inputs']
+    padded = tuple(inputs['padded_size'])
+    orig = fixture['postprocess']['orig_target_sizes'].tolist()
+    samples = []
+    for i, (h, w) in enumerate(inputs['image_sizes']):
+        h0, w0 = orig[i]
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(h, w), batch_input_shape=padded, pad_shape=padded, ori_shape=(h0, w0),
+            scale_factor=(w / w0, h / h0)))
+        if targets is not None:
+            boxes = bbox_cxcywh_to_xyxy(targets[i]['boxes'].double())
+            sample.gt_instances = InstanceData(
+                bboxes=boxes * boxes.new_tensor([w, h, w, h]), labels=targets[i]['labels'])
+        samples.append(sample)
+    return samples

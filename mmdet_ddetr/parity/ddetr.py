@@ -6,17 +6,14 @@ detections of a float64 run. :func:`check` rebuilds the model from the hyper-par
 converts the weights, feeds the stored features to the neck (the backbone is bypassed), and
 returns the max abs difference of every stored quantity.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import torch
-from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from ..converters.ddetr import official_to_ours
-from .common import hungarian_matching, max_diff
+from .common import data_samples, hungarian_matching, max_diff
 
 # mmdet loss names -> official names (final layer); aux layers add "d{i}." / "_{i}".
 _LOSS_NAMES = {'loss_cls': 'loss_ce', 'loss_bbox': 'loss_bbox', 'loss_iou': 'loss_giou'}
@@ -84,26 +81,6 @@ def build_converted_model(fixture: Dict[str, Any]) -> nn.Module:
         raise RuntimeError(f'converted weights do not fit the model: missing {missing}, '
                            f'unexpected {unexpected}')
     return model.double().eval()
-
-
-def data_samples(fixture: Dict[str, Any], targets: List[Dict[str, Tensor]] = None
-                 ) -> List[DetDataSample]:
-    """Image metas (and targets in pixel xyxy) as mmdet's data pipeline would give them."""
-    inputs = fixture['inputs']
-    padded = tuple(inputs['padded_size'])
-    orig = fixture['postprocess']['orig_target_sizes'].tolist()
-    samples = []
-    for i, (h, w) in enumerate(inputs['image_sizes']):
-        h0, w0 = orig[i]
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(h, w), batch_input_shape=padded, pad_shape=padded, ori_shape=(h0, w0),
-            scale_factor=(w / w0, h / h0)))
-        if targets is not None:
-            boxes = bbox_cxcywh_to_xyxy(targets[i]['boxes'].double())
-            sample.gt_instances = InstanceData(
-                bboxes=boxes * boxes.new_tensor([w, h, w, h]), labels=targets[i]['labels'])
-        samples.append(sample)
-    return samples
 
 
 def run_model(model: nn.Module, fixture: Dict[str, Any]) -> Dict[str, Any]:

@@ -12,15 +12,12 @@ a discrete result: matching, shapes). On ``smca_single_scale.pt`` every differen
 from typing import Any, Dict, List
 
 import torch
-from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 
 from ..models.smca.convert import convert_smca_official_state_dict
-from .common import hungarian_matching, max_diff
+from .common import data_samples, hungarian_matching, max_diff
 from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES, SMCAGaussianPrior
 
 # Value of fixture['meta']['family'] for SMCA fixtures.
@@ -96,30 +93,6 @@ def build_converted_model(fixture: Dict[str, Any]) -> nn.Module:
         raise RuntimeError(f'converted weights do not fit the model: missing {missing}, '
                            f'unexpected {unexpected}')
     return model.double().eval()
-
-
-def data_samples(fixture: Dict[str, Any],
-                 targets: List[Dict[str, Tensor]] = None) -> List[DetDataSample]:
-    """Image metas (and targets as pixel xyxy boxes) as mmdet's pipeline would give them.
-
-    ``scale_factor`` maps the unpadded input size to ``postprocess.orig_target_sizes`` so
-    that ``rescale=True`` gives the official PostProcess coordinates.
-    """
-    inputs = fixture['inputs']
-    padded = tuple(inputs['padded_size'])
-    orig = fixture['postprocess']['orig_target_sizes'].tolist()
-    samples = []
-    for i, (h, w) in enumerate(inputs['image_sizes']):
-        h0, w0 = orig[i]
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(h, w), batch_input_shape=padded, pad_shape=padded, ori_shape=(h0, w0),
-            scale_factor=(w / w0, h / h0)))
-        if targets is not None:
-            boxes = bbox_cxcywh_to_xyxy(targets[i]['boxes'].double())
-            sample.gt_instances = InstanceData(
-                bboxes=boxes * boxes.new_tensor([w, h, w, h]), labels=targets[i]['labels'])
-        samples.append(sample)
-    return samples
 
 
 def run_model(model: nn.Module, fixture: Dict[str, Any]) -> Dict[str, Any]:
