@@ -198,16 +198,22 @@ class SMCATransformerDecoder(DetrTransformerDecoder):
         """
         centre_logits = self.predict_centre_logits(query, query_pos)
         centres = centre_logits.sigmoid() * img_wh[:, None, :] / self.feat_stride
+        states = self._run_layers(query, key=key, value=value, query_pos=query_pos,
+                                  key_pos=key_pos, key_padding_mask=key_padding_mask,
+                                  centres=centres, spatial_shape=spatial_shape, **kwargs)
+        return states, centre_logits
+
+    def _run_layers(self, query: Tensor, **layer_kwargs) -> Tensor:
+        """Every layer in turn; (num_layers, bs, num_queries, dim) states after
+        ``post_norm`` (only the last layer's when ``return_intermediate`` is False)."""
         intermediate = []
         for layer in self.layers:
-            query = layer(query, key=key, value=value, query_pos=query_pos, key_pos=key_pos,
-                          key_padding_mask=key_padding_mask, centres=centres,
-                          spatial_shape=spatial_shape, **kwargs)
+            query = layer(query, **layer_kwargs)
             if self.return_intermediate:
                 intermediate.append(self.post_norm(query))
         if self.return_intermediate:
-            return torch.stack(intermediate), centre_logits
-        return self.post_norm(query).unsqueeze(0), centre_logits
+            return torch.stack(intermediate)
+        return self.post_norm(query).unsqueeze(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,13 +410,7 @@ class SMCAMultiScaleDecoder(SMCATransformerDecoder):
         centre_logits = self.predict_centre_logits(query, query_pos)
         centre_px = centre_logits.sigmoid() * img_wh[:, None, :]
         centres = [centre_px / stride for stride in self.feat_strides]
-        intermediate = []
-        for layer in self.layers:
-            query = layer(query, key=key, value=value, query_pos=query_pos, key_pos=key_pos,
-                          key_padding_mask=key_padding_mask, centres=centres,
-                          spatial_shapes=spatial_shapes, **kwargs)
-            if self.return_intermediate:
-                intermediate.append(self.post_norm(query))
-        if self.return_intermediate:
-            return torch.stack(intermediate), centre_logits
-        return self.post_norm(query).unsqueeze(0), centre_logits
+        states = self._run_layers(query, key=key, value=value, query_pos=query_pos,
+                                  key_pos=key_pos, key_padding_mask=key_padding_mask,
+                                  centres=centres, spatial_shapes=spatial_shapes, **kwargs)
+        return states, centre_logits
