@@ -1,8 +1,9 @@
 """Multi-scale deformable attention (Deformable DETR, Sec. 4.1, Eq. 3).
 
-The op itself is mmcv's: the compiled CUDA kernel on CUDA tensors and mmcv's PyTorch path
-(bilinear ``grid_sample`` per level) everywhere else. This module only decides *how* the op is
-called so that it always works:
+On CUDA tensors the op is mmcv's compiled kernel. Elsewhere it is our PyTorch sampling path
+(:func:`ms_deform_sample`: bilinear ``grid_sample`` per level, weighted and reduced per level),
+which computes what mmcv's PyTorch path computes about twice as fast for encoder queries. This
+module also decides *how* the op is called so that it always works:
 
 * ``im2col_step`` must divide the batch for the CUDA kernel; we pass the largest divisor of the
   batch that does not exceed the configured step, so any batch size (e.g. 65) runs.
@@ -17,11 +18,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
-from mmcv.ops.multi_scale_deform_attn import (
-    MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch)
+from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
 from torch import Tensor
 
 from mmdet.registry import MODELS
+from .ms_deform_sampling import ms_deform_sample
 
 # dtypes mmcv's compiled kernel implements; anything else runs as a float32 island.
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.float64)
@@ -149,7 +150,7 @@ class MSDeformAttention(MultiScaleDeformableAttention):
                        level_start_index: Tensor, sampling_locations: Tensor,
                        attention_weights: Tensor,
                        spatial_shape_list: Optional[Sequence[Tuple[int, int]]]) -> Tensor:
-        """Run mmcv's op: the CUDA kernel on CUDA tensors, its PyTorch path elsewhere."""
+        """Sample: mmcv's CUDA kernel on CUDA tensors, :func:`ms_deform_sample` elsewhere."""
         out_dtype = value.dtype
         if value.dtype not in _KERNEL_DTYPES or sampling_locations.dtype not in _KERNEL_DTYPES:
             # bf16 (autocast or a bf16 model): mmcv's kernel has no bf16 -> float32 island.
@@ -165,8 +166,7 @@ class MSDeformAttention(MultiScaleDeformableAttention):
             shapes: List[Tuple[int, int]] = (
                 list(spatial_shape_list) if spatial_shape_list is not None
                 else [tuple(s) for s in spatial_shapes.tolist()])
-            output = multi_scale_deformable_attn_pytorch(value, shapes, sampling_locations,
-                                                         attention_weights)
+            output = ms_deform_sample(value, shapes, sampling_locations, attention_weights)
         return output.to(out_dtype)
 
 
