@@ -4,8 +4,12 @@
         [--batch-size 2] [--img-size 512 672] [--iters 5] [--warmup 2] [--device cpu]
 
 For every Deformable DETR variant it builds our DDETR and mmdet's DeformableDETR from the same
-R50 config (backbones without pretrained weights), copies mmdet's weights into ours through the
-mmdet converter (identical weights, so identical work), then alternates the two models over
+R50 config (backbones without pretrained weights) and copies mmdet's weights into ours through the
+mmdet converter (identical weights, so identical work). For ``smca`` the peer is mmdet's DETR
+(R50 C5, same width, depth, FFN and query count); every weight the two architectures share
+(backbone, neck, encoder, decoder attention and FFN) is copied from DETR into SMCA, the rest
+(SMCA's Gaussian-prior layers, its box head) keeps its own initialisation. It then alternates the
+two models over
 warm-up plus N timed iterations of inference (``predict``) and of a full training step (forward,
 loss, backward, AdamW step) on the same batch. It prints images/s, peak memory (CPU: peak RSS
 growth during the step, sampled every 2 ms after returning freed heap to the OS; CUDA: max
@@ -29,8 +33,12 @@ VARIANTS = {
     'single-scale': dict(single_scale=True),
     'refine': dict(with_box_refine=True),
     'twostage': dict(with_box_refine=True, as_two_stage=True),
+    'smca': dict(smca=True),
 }
 CONFIG = 'configs/deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
+SMCA_CONFIG = 'configs/smca_detr/smca-detr_r50_8xb2-50e_coco.py'
+#: mmdet's own DETR R50 config, shipped inside the mmdet package.
+DETR_CONFIG = '.mim/configs/detr/detr_r50_8xb2-150e_coco.py'
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,12 +61,45 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def build_smca_pair(num_queries: int) -> Tuple[torch.nn.Module, torch.nn.Module]:
+    """(our single-scale SMCA-DETR, mmdet's DETR) with the shared weights made equal."""
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    import mmdet
+    from mmdet.registry import MODELS
+
+    ours_cfg = Config.fromfile(SMCA_CONFIG).model.to_dict()
+    peer_cfg = Config.fromfile(osp.join(osp.dirname(mmdet.__file__), DETR_CONFIG)).model
+    peer_cfg = peer_cfg.to_dict()
+    for cfg in (ours_cfg, peer_cfg):
+        cfg['backbone']['init_cfg'] = None
+        cfg['num_queries'] = num_queries
+    torch.manual_seed(0)
+    theirs = MODELS.build(peer_cfg)
+    theirs.init_weights()
+    ours = MODELS.build(ours_cfg)
+    ours.init_weights()
+    mine = ours.state_dict()
+    shared = {k: v for k, v in theirs.state_dict().items()
+              if k in mine and mine[k].shape == v.shape}
+    ours.load_state_dict(shared, strict=False)
+    print(f'smca: {len(shared)} of {len(mine)} SMCA tensors copied from DETR '
+          '(the others are SMCA-only layers)')
+    return ours, theirs
+
+
 def build_pair(variant: Dict, num_queries: int) -> Tuple[torch.nn.Module, torch.nn.Module]:
-    """(ours, mmdet's) with identical hyper-parameters and weights."""
+    """(ours, mmdet's) with identical hyper-parameters and, where the architectures allow,
+    identical weights."""
     from mmengine.config import Config
 
     from mmdet.registry import MODELS
     from mmdet_ddetr.converters import mmdet_to_ours
+
+    if variant.get('smca'):
+        return build_smca_pair(num_queries)
 
     cfg = Config.fromfile(CONFIG).model.to_dict()
     cfg['backbone']['init_cfg'] = None
@@ -218,7 +259,9 @@ def run_variant(name: str, args: argparse.Namespace) -> List[Tuple[str, float, f
                     mems[who].append(peak)
         ips = {w: args.batch_size / statistics.median(t) for w, t in times.items()}
         mem = {w: statistics.median(m) for w, m in mems.items()}
-        rows.append((f'{name} {mode} img/s', ips['ours'], ips['mmdet'], 'higher is better'))
+        peer = 'DETR' if VARIANTS[name].get('smca') else 'DeformableDETR'
+        rows.append((f'{name} {mode} img/s', ips['ours'], ips['mmdet'], f'higher is better; '
+                     f'peer {peer}'))
         rows.append((f'{name} {mode} peak MB', mem['ours'], mem['mmdet'], 'lower is better'))
     return rows
 
