@@ -19,12 +19,12 @@ PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 def test_study_end_to_end(tmp_path):
-    """--epochs 1 on 8 + 8 images, the two cheapest models: CSV rows and PNG exist, and a
-    second call reuses the finished runs."""
+    """--epochs 1 on 8 + 8 images, the two cheapest models trained side by side: CSV rows
+    (in --models order) and PNG exist, and a second call reuses the finished runs."""
     import convergence_study
     work = tmp_path / 'study'
     args = ['--epochs', '1', '--scale', '0.01', '--models', 'detr,ddetr-ss',
-            '--work-dir', str(work), '--threads', '1']
+            '--work-dir', str(work), '--threads', '1', '--jobs', '2']
     res = convergence_study.main(args)
     with open(res['csv']) as f:
         rows = list(csv.DictReader(f))
@@ -68,11 +68,22 @@ def test_study_models_train_one_step(name, tmp_path):
     total.backward()
 
 
+def test_parallel_jobs_split_the_cores_unless_threads_given():
+    import os
+
+    import convergence_study
+    assert convergence_study.parse_args(['--jobs', '2']).threads == max(
+        1, (os.cpu_count() or 1) // 2)
+    assert convergence_study.parse_args(['--jobs', '2', '--threads', '3']).threads == 3
+    assert convergence_study.parse_args([]).threads is None
+
+
 def test_study_cli_errors(capsys):
     import convergence_study
     for argv, msg in ((['--epochs', '0'], 'positive integer'),
                       (['--scale', '-1'], '--scale must be'),
-                      (['--models', 'detr,yolo'], 'unknown model')):
+                      (['--models', 'detr,yolo'], 'unknown model'),
+                      (['--jobs', '0'], 'positive integer')):
         with pytest.raises(SystemExit):
             convergence_study.parse_args(argv)
         assert msg in capsys.readouterr().err

@@ -1,8 +1,9 @@
 """Convergence study: mAP vs epoch of DETR, Deformable DETR variants and SMCA-DETR, trained
 with one shared recipe on the embedded synthetic dataset (Deformable DETR paper, Fig. 3 style).
 
-One command generates the dataset, trains every model (one after the other, each in its own
-process via ``tools/train.py``) with COCO evaluation after every epoch, and writes
+One command generates the dataset, trains every model (each in its own process via
+``tools/train.py``; ``--jobs`` of them at a time) with COCO evaluation after every epoch, and
+writes
 
 * ``<work-dir>/convergence.csv``: model, epoch, bbox_mAP, bbox_mAP_50, wall_time_s,
   train_time_s;
@@ -10,10 +11,10 @@ process via ``tools/train.py``) with COCO evaluation after every epoch, and writ
 * ``<work-dir>/<model>/``: each run (config, log, vis_data scalars, last checkpoint).
 
 Models whose run already holds every epoch are reused, so an interrupted study continues
-where it stopped (use ``--fresh`` to retrain). Full study (about an hour on 2 CPU cores, see
-docs/analysis.md)::
+where it stopped (use ``--fresh`` to retrain). Full study on 2 CPU cores (two single-thread
+runs side by side; timings in docs/analysis.md)::
 
-    python tools/analysis_tools/convergence_study.py
+    python tools/analysis_tools/convergence_study.py --jobs 2
 
 Reduced run::
 
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 from mmdet_ddetr.utils.cli import positive_int
@@ -95,10 +97,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch-size', type=positive_int, default=DEFAULT_BATCH,
                         help=f'batch size of every model (default {DEFAULT_BATCH}: at this '
                         'budget the number of updates limits a DETR more than gradient noise)')
+    parser.add_argument('--jobs', type=positive_int, default=1,
+                        help='models trained at the same time (default 1). Several '
+                        'single-thread runs use a few cores better than one multi-thread run: '
+                        '--jobs 2 on 2 cores')
     parser.add_argument('--threads', type=positive_int, default=None,
                         help='CPU threads per training process (OMP/MKL_NUM_THREADS); default: '
-                        'torch\'s choice (all cores). Use 1 on a CPU shared with other jobs: '
-                        'oversubscribed OpenMP threads slow training down many times')
+                        'torch\'s choice (all cores) with --jobs 1, else cores // jobs. Use 1 '
+                        'on a CPU shared with other jobs: oversubscribed OpenMP threads slow '
+                        'training down many times')
     parser.add_argument('--fresh', action='store_true',
                         help='retrain models that already have a complete run')
     args = parser.parse_args(argv)
@@ -108,6 +115,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f'--work-dir {args.work_dir!r} exists and is not a folder')
     if args.data_root is None:
         args.data_root = osp.join(args.work_dir, 'data')
+    if args.threads is None and args.jobs > 1:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     return args
 
 
@@ -188,11 +197,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
           f'{IMG_SIZE}px', flush=True)
     generate_synthetic_dataset(args.data_root, seed=args.seed, num_train=num_train,
                                num_val=num_val, img_size=IMG_SIZE)
-    all_rows = []
-    for name in args.models:
-        label = MODELS[name][1]
-        for row in run_model(name, args):
-            all_rows.append(dict(row, model=label))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        # Each worker thread only waits on its training subprocess.
+        runs = list(pool.map(lambda name: run_model(name, args), args.models))
+    all_rows = [dict(row, model=MODELS[name][1])
+                for name, rows in zip(args.models, runs) for row in rows]
     csv_path = osp.join(args.work_dir, 'convergence.csv')
     png_path = osp.join(args.work_dir, 'convergence.png')
     write_csv(csv_path, all_rows)
