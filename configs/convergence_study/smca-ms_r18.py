@@ -1,7 +1,7 @@
 # SMCA-DETR, multi-scale (paper sec. 3.3) at quickstart size: strides 16/32/64 (ResNet-18 C4,
 # C5 and a stride-2 conv on C5: 8x8, 4x4, 2x2 on 128 px images), intra/multi-scale encoder
 # (2 layers: intra, multi), per-scale Gaussian priors and scale selection.
-_base_ = '../smca_detr/smca-detr_r18_1xb4-quickstart_synthetic.py'
+_base_ = './smca_r18_c4.py'
 
 embed_dims = 128
 attn_cfg = dict(embed_dims=embed_dims, num_heads=8, dropout=0.0, batch_first=True)
