@@ -51,7 +51,21 @@ class SMCADETR(DETR):
     the Gaussian centre is ``sigmoid(logits) * (w, h) / 32`` in C5 cells (stride fixed by
     ``decoder.feat_stride``); grid cells are integer indices (no +0.5); the sine encoding has no
     -0.5 offset; ``num_classes + 1`` logits with a never-positive no-object slot.
+
+    Args:
+        feat_level: Which neck output feeds the transformer. ``-1`` (default, as DETR) is the
+            last one; with an FPN neck, ``0`` selects the finest map (P3 of C3-C5), which keeps
+            a fine grid for the Gaussian while carrying the deeper levels' semantics.
+        *args, **kwargs: Those of :class:`mmdet.models.DETR`.
     """
+
+    def __init__(self, *args, feat_level: int = -1, **kwargs) -> None:
+        self.feat_level = feat_level
+        super().__init__(*args, **kwargs)
+        num_outs = getattr(self.neck, 'num_outs', None) if self.with_neck else None
+        if num_outs is not None and not -num_outs <= feat_level < num_outs:
+            raise ValueError(f'feat_level={feat_level} but the neck returns {num_outs} map(s); '
+                             'set feat_level within range or change neck.num_outs')
 
     def _init_layers(self) -> None:
         """Build positional encoding, encoder, SMCA decoder and the object queries."""
@@ -89,8 +103,8 @@ class SMCADETR(DETR):
             or None, ``feat_pos``) and decoder inputs (``memory_mask``, ``memory_pos``,
             ``img_wh`` (bs, 2), ``spatial_shape`` (H, W)).
         """
-        encoder_inputs, decoder_inputs = super().pre_transformer(img_feats, batch_data_samples)
-        feat = img_feats[-1]
+        feat = img_feats[self.feat_level]
+        encoder_inputs, decoder_inputs = super().pre_transformer((feat, ), batch_data_samples)
         decoder_inputs.update(
             img_wh=_img_wh(batch_data_samples, feat),
             spatial_shape=tuple(feat.shape[-2:]))

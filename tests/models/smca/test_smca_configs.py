@@ -73,3 +73,27 @@ def test_layers_and_prior_are_swappable_by_config():
     model = MODELS.build(cfg)
     assert all(type(layer) is _Layer for layer in model.decoder.layers)
     assert all(type(layer.gaussian_prior) is _Prior for layer in model.decoder.layers)
+
+
+def test_feat_level_picks_the_neck_output_that_feeds_the_transformer():
+    """With an FPN neck, feat_level=0 runs SMCA on the finest map (P3 of C3-C5); the Gaussian
+    grid follows that map; an out-of-range level fails at build time."""
+    from tests.conftest import make_batch
+    from tests.models.smca.common import small_smca_cfg
+
+    cfg = small_smca_cfg()
+    cfg['backbone'].update(out_indices=(1, 2, 3))
+    cfg['neck'] = dict(type='FPN', in_channels=[128, 256, 512], out_channels=32, num_outs=3)
+    batch = make_batch([(96, 128)], num_classes=3)
+    shapes = {}
+    for level, stride in ((0, 8), (-1, 32)):
+        model = MODELS.build(dict(cfg, feat_level=level))
+        model.init_weights()
+        feats = model.extract_feat(batch['inputs'])
+        _, decoder_inputs = model.pre_transformer(feats, batch['data_samples'])
+        shapes[level] = decoder_inputs['spatial_shape']
+        assert shapes[level] == (96 // stride, 128 // stride)
+        losses = model.loss(batch['inputs'], batch['data_samples'])
+        assert torch.isfinite(sum(v for k, v in losses.items() if 'loss' in k))
+    with pytest.raises(ValueError, match=r'feat_level=3 but the neck returns 3 map'):
+        MODELS.build(dict(cfg, feat_level=3))
