@@ -75,7 +75,7 @@ def test_parallel_jobs_split_the_cores_unless_threads_given():
     assert convergence_study.parse_args(['--jobs', '2']).threads == max(
         1, (os.cpu_count() or 1) // 2)
     assert convergence_study.parse_args(['--jobs', '2', '--threads', '3']).threads == 3
-    assert convergence_study.parse_args([]).threads is None
+    assert convergence_study.parse_args(['--jobs', '1']).threads is None
 
 
 def test_study_cli_errors(capsys):
