@@ -40,9 +40,10 @@ model = dict(
     test_cfg=dict(max_per_img=50))
 
 # Batch 4: twice the optimizer steps of batch 8 for the same compute (early in training the
-# number of updates limits a DETR); one low-lr epoch at the end.
+# number of updates limits a DETR); one low-lr epoch at the end. 12 epochs (2400 steps) fill
+# the 10-minute budget on 2 CPU cores (8.5 min measured); mAP still rises at the end.
 train_dataloader = dict(batch_size=4)
-max_epochs = 8
+max_epochs = 12
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
