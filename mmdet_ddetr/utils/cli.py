@@ -1,25 +1,33 @@
 """argparse value types shared by the command-line tools: a bad value is reported by argparse
 with the option name and what was expected."""
 import argparse
+from typing import Callable, TypeVar
+
+T = TypeVar('T', int, float)
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}')
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value}')
-    return value
+def checked(cast: Callable[[str], T], type_name: str, ok: Callable[[T], bool],
+            requirement: str) -> Callable[[str], T]:
+    """argparse type: ``cast(text)`` that must satisfy ``ok``.
+
+    A value that does not parse is reported as ``expected <type_name>, got '<text>'``, one that
+    parses but fails ``ok`` as ``<requirement>, got <value>``.
+    """
+
+    def parse(text: str) -> T:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected {type_name}, got {text!r}')
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f'{requirement}, got {value}')
+        return value
+
+    return parse
 
 
-def non_negative_float(text: str) -> float:
-    """A number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}')
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'expected a number >= 0, got {value}')
-    return value
+#: An integer >= 1.
+positive_int = checked(int, 'a positive integer', lambda v: v >= 1,
+                       'expected a positive integer')
+#: A number >= 0.
+non_negative_float = checked(float, 'a number', lambda v: v >= 0, 'expected a number >= 0')

@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
-from mmdet_ddetr.utils.cli import positive_int
+from mmdet_ddetr.utils.cli import checked, positive_int
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, REPO)
@@ -59,14 +59,8 @@ DEFAULT_JOBS = min(2, os.cpu_count() or 1)
 DEFAULT_BATCH = 4
 
 
-def _scale(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, got {text!r}')
-    if not 0 < value <= 10:
-        raise argparse.ArgumentTypeError(f'--scale must be in (0, 10], got {value}')
-    return value
+#: --scale: a dataset size factor in (0, 10].
+_scale = checked(float, 'a number', lambda v: 0 < v <= 10, '--scale must be in (0, 10]')
 
 
 def _models(text: str) -> List[str]:
