@@ -5,19 +5,20 @@
   interpret them (reference points, level shapes) captured by forward pre-hooks.
 * :class:`SMCARecorder`: for every SMCA decoder layer, the Gaussian log-prior of each head (a
   forward hook on :class:`SMCAGaussianPrior`) and the per-head, prior-modulated co-attention
-  weights (``softmax(QK^T / sqrt(d) + log G)``) returned by ``nn.MultiheadAttention``.
+  weights (``softmax(QK^T / sqrt(d) + log G)``), which the co-attention
+  (:class:`LeanMultiheadAttention`) computes from the same projections while ``record_weights``
+  is set.
 
-Neither recorder changes a computed value: the hooks only read tensors, and the one argument
-the SMCA recorder sets, ``average_attn_weights=False``, only changes the *returned weights*
-(per head instead of their mean), never the attention output. ``need_weights`` is left as mmcv
-passes it (the default, True), so the same attention kernel runs with and without recording.
-The tests in ``tests/analysis_tools/test_visualize_attention.py`` check both claims.
+Neither recorder changes a computed value: the hooks only read tensors, and the recorded
+weights are computed next to the attention output, which runs the same kernel with and without
+recording. The tests in ``tests/analysis_tools/test_visualize_attention.py`` check both claims.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from ..models.layers.lean_attention import LeanMultiheadAttention
 from ..models.layers.ms_deform_attn import MSDeformAttention
 
 
@@ -159,30 +160,21 @@ class SMCARecorder:
             for prior in priors:
                 self._handles.append(prior.register_forward_hook(
                     self._prior_hook(record), with_kwargs=True))
-            mha = layer.cross_attn.attn
-            if not isinstance(mha, nn.MultiheadAttention):
-                raise TypeError(f'SMCARecorder expects nn.MultiheadAttention inside the '
-                                f'co-attention, got {type(mha).__name__}')
-            self._handles.append(mha.register_forward_pre_hook(self._per_head_weights,
-                                                               with_kwargs=True))
-            self._handles.append(mha.register_forward_hook(self._attn_hook(record)))
+            attn = layer.cross_attn
+            if not isinstance(attn, LeanMultiheadAttention):
+                raise TypeError(f'SMCARecorder expects LeanMultiheadAttention as the '
+                                f'co-attention, got {type(attn).__name__}')
+            attn.record_weights = True
+            self._handles.append(attn.register_forward_hook(self._attn_hook(record)))
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-
-    @staticmethod
-    def _per_head_weights(module, args, kwargs):
-        # Only the returned weights change (per head instead of averaged); need_weights is
-        # mmcv's default (True) already, so the attention output is computed as without us.
-        if kwargs.get('need_weights', True) is False:
-            raise RuntimeError('the co-attention runs with need_weights=False; recording '
-                               'would change the kernel it uses')
-        kwargs = dict(kwargs)
-        kwargs['average_attn_weights'] = False
-        return args, kwargs
+        for layer in self._layers:
+            layer.cross_attn.record_weights = False
+            layer.cross_attn.recorded_weights = None
 
     @staticmethod
     def _prior_hook(record: SMCALayerRecord):
@@ -200,10 +192,8 @@ class SMCARecorder:
     @staticmethod
     def _attn_hook(record: SMCALayerRecord):
         def hook(module, args, output):
-            weights = output[1]
-            if weights is None:
-                raise RuntimeError('nn.MultiheadAttention returned no weights')
-            record.attn_weights.append(weights.detach())
+            record.attn_weights.append(module.recorded_weights)
+            module.recorded_weights = None
             return None
 
         return hook

@@ -127,12 +127,12 @@ def test_smca_recording_keeps_outputs_and_records_used_weights(multi_scale):
     model = build_model(small_smca_cfg(multi_scale)).eval()
     batch = make_batch(SIZES)
     ref = _forward(model, batch)
-    # Capture the nn.MultiheadAttention inputs/outputs of the co-attentions independently.
-    mhas = [layer.cross_attn.attn for layer in model.decoder.layers]
-    seen = {id(m): [] for m in mhas}
+    # Capture the co-attentions' inputs/outputs independently.
+    attns = [layer.cross_attn for layer in model.decoder.layers]
+    seen = {id(m): [] for m in attns}
     handles = [m.register_forward_hook(
         lambda mod, args, kwargs, out: seen[id(mod)].append((kwargs, out)), with_kwargs=True)
-        for m in mhas]
+        for m in attns]
     try:
         with SMCARecorder(model) as rec:
             got = _forward(model, batch)
@@ -141,25 +141,27 @@ def test_smca_recording_keeps_outputs_and_records_used_weights(multi_scale):
             h.remove()
     for a, b in zip(ref, got):
         assert torch.equal(a, b)
+    assert not any(m.record_weights or m.recorded_weights is not None for m in attns)
     num_scales = 3 if multi_scale else 1
     assert len(rec.layers) == 2
-    for layer_rec, mha in zip(rec.layers, mhas):
+    for layer_rec, attn in zip(rec.layers, attns):
         assert len(layer_rec.log_priors) == len(layer_rec.attn_weights) == num_scales
-        for s, (kwargs, out) in enumerate(seen[id(mha)]):
+        mha = attn.attn  # holds the projection weights
+        for s, (kwargs, out) in enumerate(seen[id(attn)]):
             w = layer_rec.attn_weights[s]  # (bs, heads, Q, K)
             bs, heads, nq, nk = w.shape
             h, wd = layer_rec.spatial_shapes[s]
             assert nk == h * wd and heads == 4
             assert layer_rec.log_priors[s].shape == w.shape
             # Attention output recomputed from the recorded per-head weights.
-            value = kwargs['value']  # (K, bs, dim): mmcv feeds sequence-first
+            value = kwargs['value']  # (bs, K, dim), batch first
             dim = value.shape[-1]
             v = torch.nn.functional.linear(value, mha.in_proj_weight[2 * dim:],
                                            mha.in_proj_bias[2 * dim:])
-            v = v.view(nk, bs, heads, dim // heads).permute(1, 2, 0, 3)
-            o = (w @ v).permute(2, 0, 1, 3).reshape(nq, bs, dim)
-            o = mha.out_proj(o)
-            torch.testing.assert_close(o, out[0], rtol=1e-5, atol=1e-6)
+            v = v.view(bs, nk, heads, dim // heads).transpose(1, 2)
+            o = kwargs['identity'] if 'identity' in kwargs else kwargs['query']
+            o = o + mha.out_proj((w @ v).transpose(1, 2).reshape(bs, nq, dim))
+            torch.testing.assert_close(o, out, rtol=1e-5, atol=1e-6)
             # And the prior it was modulated with is the one added to the logits.
             mask = kwargs['attn_mask'].view(bs, heads, nq, nk)
             finite = torch.isfinite(mask)

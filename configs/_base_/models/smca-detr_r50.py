@@ -39,7 +39,7 @@ model = dict(
         act_cfg=None,
         norm_cfg=None,
         num_outs=1),
-    encoder=dict(  # DetrTransformerEncoder (plain DETR encoder)
+    encoder=dict(  # LeanDetrTransformerEncoder (the plain DETR encoder)
         num_layers=6,
         layer_cfg=dict(self_attn_cfg=attn_cfg, ffn_cfg=ffn_cfg)),
     decoder=dict(

@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import SinePositionalEncoding
-from mmdet.models.layers.transformer import DetrTransformerEncoder
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 
@@ -22,15 +21,12 @@ from .scale_selection import SMCAScaleSelection
 from .smca_layers import check_heads
 
 
-def _build(cfg: dict, default_type: str, fallback=None) -> nn.Module:
-    """Build ``cfg`` from the registry; without ``type`` use ``fallback`` (a class) or
-    ``default_type``. Lets configs swap encoder/decoder implementations by ``type``."""
+def _build(cfg: dict, default_type: str) -> nn.Module:
+    """Build ``cfg`` from the registry, as ``default_type`` unless it names a ``type``; lets
+    configs swap encoder/decoder implementations."""
     cfg = copy.deepcopy(dict(cfg))
-    if 'type' in cfg:
-        return MODELS.build(cfg)
-    if fallback is not None:
-        return fallback(**cfg)
-    return MODELS.build(dict(type=default_type, **cfg))
+    cfg.setdefault('type', default_type)
+    return MODELS.build(cfg)
 
 
 def _img_wh(batch_data_samples: OptSampleList, ref: Tensor) -> Tensor:
@@ -44,8 +40,9 @@ def _img_wh(batch_data_samples: OptSampleList, ref: Tensor) -> Tensor:
 class SMCADETR(DETR):
     """Single-scale SMCA-DETR, numerically equal to the official code (commit e4df3ab).
 
-    Reuses mmdet's DETR pipeline (masks, sine positional encoding, DETR encoder); the decoder
-    is :class:`SMCATransformerDecoder` and the head :class:`SMCAHead`.
+    Reuses mmdet's DETR pipeline (masks, sine positional encoding, DETR encoder, built by
+    default as :class:`LeanDetrTransformerEncoder`, equal but faster); the decoder is
+    :class:`SMCATransformerDecoder` and the head :class:`SMCAHead`.
 
     Official conventions that change numbers (kept so converted official weights match):
     the Gaussian centre is ``sigmoid(logits) * (w, h) / 32`` in C5 cells (stride fixed by
@@ -72,7 +69,7 @@ class SMCADETR(DETR):
         check_heads(self.encoder.get('layer_cfg', {}).get('self_attn_cfg'),
                     'SMCA encoder self_attn_cfg')
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
-        self.encoder = _build(self.encoder, 'DetrTransformerEncoder', DetrTransformerEncoder)
+        self.encoder = _build(self.encoder, 'LeanDetrTransformerEncoder')
         self.decoder = _build(self.decoder, 'SMCATransformerDecoder')
         self.embed_dims = self.decoder.embed_dims
         if self.encoder.embed_dims != self.embed_dims:

@@ -1,10 +1,11 @@
 """SMCA transformer layers: Gaussian-modulated decoders (single- and multi-scale) and the
 intra/multi-scale encoder of multi-scale SMCA.
 
-Everything reuses mmdet's DETR layers (mmcv ``MultiheadAttention`` + ``FFN`` + post-norm); SMCA
-only adds an additive log-prior to the co-attention logits (``attn_mask`` of
-``nn.MultiheadAttention`` is *added* to ``QK^T / sqrt(d)`` when it is a float tensor, which is
-exactly ``softmax(QK^T / sqrt(d) + log G)``).
+Everything reuses mmdet's DETR layers (multi-head attention + ``FFN`` + post-norm), in their
+lean form (:mod:`mmdet_ddetr.models.layers.lean_detr_layers`: same parameters and outputs, no
+discarded attention weights, cheaper CPU dropout). SMCA only adds an additive log-prior to the
+co-attention logits: a float ``attn_mask`` is *added* to ``QK^T / sqrt(d)``, which is exactly
+``softmax(QK^T / sqrt(d) + log G)``.
 """
 import copy
 from typing import List, Optional, Sequence, Tuple
@@ -14,11 +15,12 @@ from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
-from mmdet.models.layers.transformer import (DetrTransformerDecoder,
-                                             DetrTransformerDecoderLayer,
-                                             DetrTransformerEncoderLayer, MLP)
+from mmdet.models.layers.transformer import DetrTransformerDecoder, MLP
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
+
+from ..layers.lean_detr_layers import (LeanDetrTransformerDecoderLayer,
+                                       LeanDetrTransformerEncoderLayer)
 
 
 def check_heads(attn_cfg: Optional[dict], where: str) -> None:
@@ -35,15 +37,15 @@ def add_padding_mask(log_prior: Tensor, key_padding_mask: Optional[Tensor]) -> T
     """Put ``-inf`` on padded keys of an additive attention bias.
 
     Doing it here (instead of passing a bool ``key_padding_mask`` next to a float ``attn_mask``)
-    avoids torch's mixed-mask deprecation path; the sum reaching the softmax is the same.
+    merges the two masks once, in the layout the attention takes.
 
     Args:
         log_prior: (bs, num_heads, num_queries, num_keys).
         key_padding_mask: (bs, num_keys), True = padding, or None.
 
     Returns:
-        Tensor: (bs * num_heads, num_queries, num_keys), the layout ``nn.MultiheadAttention``
-        expects for a 3-d ``attn_mask`` (index ``b * num_heads + h``).
+        Tensor: (bs * num_heads, num_queries, num_keys), the layout of a 3-d ``attn_mask``
+        (index ``b * num_heads + h``).
     """
     if key_padding_mask is not None:
         log_prior = log_prior.masked_fill(key_padding_mask[:, None, None, :], float('-inf'))
@@ -51,7 +53,7 @@ def add_padding_mask(log_prior: Tensor, key_padding_mask: Optional[Tensor]) -> T
 
 
 @MODELS.register_module()
-class SMCATransformerDecoderLayer(DetrTransformerDecoderLayer):
+class SMCATransformerDecoderLayer(LeanDetrTransformerDecoderLayer):
     """DETR decoder layer whose co-attention is modulated by SMCA's Gaussian prior.
 
     Order (post-norm, as the official code): ``prior_norm(query + query_pos)`` feeds the
@@ -62,7 +64,7 @@ class SMCATransformerDecoderLayer(DetrTransformerDecoderLayer):
         gaussian_prior_cfg: Config of the prior (:class:`SMCAGaussianPrior` unless ``type`` is
             given); ``embed_dims`` / ``num_heads`` are filled from ``cross_attn_cfg``.
         **kwargs: ``self_attn_cfg``, ``cross_attn_cfg``, ``ffn_cfg``, ``norm_cfg``, ``init_cfg``
-            of :class:`DetrTransformerDecoderLayer`.
+            of mmdet's ``DetrTransformerDecoderLayer``.
     """
 
     def __init__(self,
@@ -236,7 +238,8 @@ class SMCAMultiScaleEncoder(BaseModule):
 
     Args:
         layer_types: Sequence of ``'intra'`` / ``'multi'``, one entry per layer.
-        layer_cfg: :class:`DetrTransformerEncoderLayer` config shared by all layers.
+        layer_cfg: ``DetrTransformerEncoderLayer`` config shared by all layers (built as
+            :class:`LeanDetrTransformerEncoderLayer`).
         init_cfg: Usual mmengine init config.
     """
 
@@ -254,7 +257,7 @@ class SMCAMultiScaleEncoder(BaseModule):
         self.layer_types = layer_types
         self.num_layers = len(layer_types)
         self.layers = ModuleList([
-            DetrTransformerEncoderLayer(**copy.deepcopy(dict(layer_cfg)))
+            LeanDetrTransformerEncoderLayer(**copy.deepcopy(dict(layer_cfg)))
             for _ in layer_types
         ])
         self.embed_dims = self.layers[0].embed_dims
@@ -300,7 +303,7 @@ class SMCAMultiScaleDecoderLayer(SMCATransformerDecoderLayer):
         scale_selection_cfg: :class:`SMCAScaleSelection` config (``enabled=False`` = ablation
             without scale selection, i.e. equal weights).
         gaussian_prior_cfg: Config of each scale's prior.
-        **kwargs: :class:`DetrTransformerDecoderLayer` arguments.
+        **kwargs: mmdet ``DetrTransformerDecoderLayer`` arguments.
     """
 
     def __init__(self,
@@ -312,7 +315,7 @@ class SMCAMultiScaleDecoderLayer(SMCATransformerDecoderLayer):
         super().__init__(**kwargs)
 
     def _init_layers(self) -> None:
-        DetrTransformerDecoderLayer._init_layers(self)
+        LeanDetrTransformerDecoderLayer._init_layers(self)
         self.prior_norm = build_norm_layer(self.norm_cfg, self.embed_dims)[1]
         self.gaussian_priors = ModuleList([self._build_prior() for _ in range(self.num_scales)])
         cfg = dict(type='SMCAScaleSelection', embed_dims=self.embed_dims,
