@@ -4,8 +4,6 @@ around their reference point or box."""
 from typing import Optional, Sequence, Tuple
 
 import torch
-from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
@@ -14,6 +12,8 @@ from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 from .box_refinement import refine_reference, scale_to_levels
 from .ddetr_encoder import build_with_default_type
+from .lean_attention import LeanMultiheadAttention
+from .lean_detr_layers import add_ffn_and_norms
 
 
 @MODELS.register_module()
@@ -22,20 +22,19 @@ class DDETRDecoderLayer(DetrTransformerDecoderLayer):
     FFN -> norm (``norms.0/1/2``; the official code names them ``norm2/norm1/norm3``).
 
     Args:
-        self_attn_cfg (dict): mmcv ``MultiheadAttention`` config.
+        self_attn_cfg (dict): mmcv ``MultiheadAttention`` config, built as the equal but
+            faster :class:`LeanMultiheadAttention`.
         cross_attn_cfg (dict): Cross-attention config; ``type`` defaults to
             ``MSDeformAttention``.
-        ffn_cfg (dict): mmcv ``FFN`` config.
+        ffn_cfg (dict): mmcv ``FFN`` config (its dropouts draw fast CPU masks).
         norm_cfg (dict): Norm config. Defaults to LayerNorm.
     """
 
     def _init_layers(self) -> None:
-        self.self_attn = MultiheadAttention(**self.self_attn_cfg)
+        self.self_attn = LeanMultiheadAttention(**self.self_attn_cfg)
         self.cross_attn = build_with_default_type(self.cross_attn_cfg, 'MSDeformAttention')
         self.embed_dims = self.self_attn.embed_dims
-        self.ffn = FFN(**self.ffn_cfg)
-        self.norms = ModuleList(
-            [build_norm_layer(self.norm_cfg, self.embed_dims)[1] for _ in range(3)])
+        add_ffn_and_norms(self, 3)
 
 
 @MODELS.register_module()

@@ -3,14 +3,14 @@ multi-scale deformable attention, to a few points around its own position on all
 from typing import Optional, Sequence, Tuple
 
 import torch
-from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor
 
 from mmdet.models.layers.transformer import DetrTransformerEncoderLayer
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
+
+from .lean_detr_layers import add_ffn_and_norms
 
 
 def build_with_default_type(cfg: ConfigType, default_type: str):
@@ -30,16 +30,14 @@ class DDETREncoderLayer(DetrTransformerEncoderLayer):
 
     Args:
         self_attn_cfg (dict): Attention config; ``type`` defaults to ``MSDeformAttention``.
-        ffn_cfg (dict): mmcv ``FFN`` config.
+        ffn_cfg (dict): mmcv ``FFN`` config (its dropouts draw fast CPU masks).
         norm_cfg (dict): Norm config. Defaults to LayerNorm.
     """
 
     def _init_layers(self) -> None:
         self.self_attn = build_with_default_type(self.self_attn_cfg, 'MSDeformAttention')
         self.embed_dims = self.self_attn.embed_dims
-        self.ffn = FFN(**self.ffn_cfg)
-        self.norms = ModuleList(
-            [build_norm_layer(self.norm_cfg, self.embed_dims)[1] for _ in range(2)])
+        add_ffn_and_norms(self, 2)
 
 
 @MODELS.register_module()
