@@ -13,8 +13,10 @@ two models over
 warm-up plus N timed iterations of inference (``predict``) and of a full training step (forward,
 loss, backward, AdamW step) on the same batch. It prints images/s, peak memory (CPU: peak RSS
 growth during the step, sampled every 2 ms after returning freed heap to the OS; CUDA: max
-allocated) and the ratio ours/peer (median over iterations;
-> 1 means ours is faster / uses more memory).
+allocated) and the ratio ours/peer (> 1 means ours is faster / uses more memory). The speed ratio
+is the median over iterations of the two models' time ratio within the iteration: the two runs
+of one iteration are back to back, so a change of the machine's speed during the benchmark
+(other load, clock) hits both alike and cancels out; the memory ratio is that of the medians.
 """
 import argparse
 import copy
@@ -237,7 +239,19 @@ def timed(fn: Callable[[], None], device: str) -> Tuple[float, float]:
     return elapsed, mem.peak_mb
 
 
-def run_variant(name: str, args: argparse.Namespace) -> List[Tuple[str, float, float, str]]:
+def paired_speed_ratio(ours: List[float], peer: List[float]) -> float:
+    """Median over iterations of ``peer_time / our_time`` (> 1: ours is faster).
+
+    Args:
+        ours / peer: Seconds per timed iteration, the i-th of each measured back to back.
+    """
+    if len(ours) != len(peer) or not ours:
+        raise ValueError('need the same, non-zero number of timed iterations for both models')
+    return statistics.median(p / o for o, p in zip(ours, peer))
+
+
+def run_variant(name: str, args: argparse.Namespace
+                ) -> List[Tuple[str, float, float, float, str]]:
     ours, theirs = build_pair(VARIANTS[name], args.num_queries)
     ours.to(args.device), theirs.to(args.device)
     batch = make_batch(args.batch_size, *args.img_size)
@@ -260,9 +274,12 @@ def run_variant(name: str, args: argparse.Namespace) -> List[Tuple[str, float, f
         ips = {w: args.batch_size / statistics.median(t) for w, t in times.items()}
         mem = {w: statistics.median(m) for w, m in mems.items()}
         peer = 'DETR' if VARIANTS[name].get('smca') else 'DeformableDETR'
-        rows.append((f'{name} {mode} img/s', ips['ours'], ips['mmdet'], f'higher is better; '
-                     f'peer {peer}'))
-        rows.append((f'{name} {mode} peak MB', mem['ours'], mem['mmdet'], 'lower is better'))
+        rows.append((f'{name} {mode} img/s', ips['ours'], ips['mmdet'],
+                     paired_speed_ratio(times['ours'], times['mmdet']),
+                     f'higher is better; peer {peer}'))
+        rows.append((f'{name} {mode} peak MB', mem['ours'], mem['mmdet'],
+                     mem['ours'] / mem['mmdet'] if mem['mmdet'] > 0 else float('nan'),
+                     'lower is better'))
     return rows
 
 
@@ -281,8 +298,7 @@ def main() -> None:
         rows += run_variant(name, args)
     width = max(len(r[0]) for r in rows)
     print(f'{"metric":<{width}}  {"ours":>10}  {"mmdet":>10}  {"ours/mmdet":>10}')
-    for metric, ours, peer, note in rows:
-        ratio = ours / peer if peer > 0 else float('nan')
+    for metric, ours, peer, ratio, note in rows:
         print(f'{metric:<{width}}  {ours:>10.3f}  {peer:>10.3f}  {ratio:>10.3f}  ({note})')
 
 
