@@ -91,13 +91,12 @@ class LeanMultiheadAttention(MultiheadAttention):
                                  'mmcv MultiheadAttention')
         super().__init__(embed_dims, num_heads, *args, **kwargs)
         use_fast_dropout(self)
-        self.head_dims = embed_dims // num_heads
         self.record_weights = False
         self.recorded_weights: Optional[Tensor] = None
 
     def _project(self, query: Tensor, key: Tensor, value: Tensor,
                  shared_qk: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        """Input projections, (bs, L, dim) each -> (bs, heads, L, head_dims) each.
+        """Input projections, (bs, L, dim) each -> (bs, heads, L, head_dim) each.
 
         When queries and keys are the same tensor (self-attention), their two projections run
         as one matrix product."""
@@ -115,18 +114,20 @@ class LeanMultiheadAttention(MultiheadAttention):
         v = F.linear(value, *part(2))
 
         def heads(x: Tensor) -> Tensor:
-            return x.unflatten(-1, (self.num_heads, self.head_dims)).transpose(1, 2)
+            return x.unflatten(-1, (self.num_heads, self.attn.head_dim)).transpose(1, 2)
 
         return heads(q), heads(k), heads(v)
+
+    def _logits(self, q: Tensor, k: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """q k^T / sqrt(d) + bias, (bs, heads, num_queries, num_keys), scaled as torch does."""
+        logits = torch.matmul(q * (1.0 / math.sqrt(self.attn.head_dim)), k.transpose(-2, -1))
+        return logits if bias is None else logits + bias
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor]) -> Tensor:
         """softmax(q k^T / sqrt(d) + bias), dropped out in training, times v."""
         drop = self.attn.dropout if self.training else 0.0
         if drop > 0 and q.device.type == 'cpu':
-            logits = torch.matmul(q * (1.0 / math.sqrt(self.head_dims)), k.transpose(-2, -1))
-            if bias is not None:
-                logits = logits + bias
-            weights = fast_dropout(logits.softmax(dim=-1), drop)
+            weights = fast_dropout(self._logits(q, k, bias).softmax(dim=-1), drop)
             return torch.matmul(weights, v)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
 
@@ -180,9 +181,7 @@ class LeanMultiheadAttention(MultiheadAttention):
         out = self._attend(q, k, v, bias)
         if self.record_weights:
             with torch.no_grad():
-                logits = torch.matmul(q * (1.0 / math.sqrt(self.head_dims)),
-                                      k.transpose(-2, -1))
-                self.recorded_weights = (logits if bias is None else logits + bias).softmax(-1)
+                self.recorded_weights = self._logits(q, k, bias).softmax(-1)
         out = self.attn.out_proj(out.transpose(1, 2).flatten(2))
         if not self.batch_first:
             out = out.transpose(0, 1)
