@@ -1,0 +1,86 @@
+"""The one way this package writes a file: to a temporary name beside it, then renamed.
+
+A reader (a resumed Runner, a converter's user, the dataset's manifest check) must never see a
+half-written file: after a crash, a kill or a full disk either the old file or no file is at
+the destination. ``os.replace`` is atomic on POSIX and Windows when both names are on the same
+filesystem, hence the temporary file in the destination's own folder. The data is fsync'ed
+before the rename and the folder after it, so that after a power loss the new name cannot
+point at blocks that never reached the disk.
+"""
+import contextlib
+import os
+import os.path as osp
+import tempfile
+from typing import IO, Callable, Iterator
+
+
+def fsync_dir(dirname: str) -> None:
+    """Persist a rename in ``dirname`` (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(dirname, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = 'wb', **kwargs) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: Destination file. Its folder must exist.
+        mode: ``'wb'`` or ``'w'`` (text; ``kwargs`` such as ``encoding`` go to :func:`open`).
+
+    Yields:
+        The open temporary file.
+    """
+    if mode not in ('w', 'wb'):
+        raise ValueError(f'atomic_open writes whole files: mode must be "w" or "wb", not {mode!r}')
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'cannot write {path!r}: folder {folder!r} does not exist '
+                                '(create it first)')
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Let ``write(tmp_path)`` produce a file by name (for writers that take a path, such as
+    ``torch.onnx.export`` or ``matplotlib``'s ``savefig``), then rename it to ``path``.
+
+    The temporary name keeps ``path``'s extension, because some writers pick the format from it.
+    """
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'cannot write {path!r}: folder {folder!r} does not exist '
+                                '(create it first)')
+    base, ext = osp.splitext(osp.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix=f'.tmp{ext}', dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    fsync_dir(folder)
