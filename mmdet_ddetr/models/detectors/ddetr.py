@@ -13,8 +13,8 @@ from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
-from ..layers.ddetr_encoder import build_with_default_type
 from ..layers.ms_deform_attn import MSDeformAttention
+from ..utils import build_module
 
 
 @MODELS.register_module()
@@ -105,8 +105,8 @@ class DDETR(DetectionTransformer):
 
     def _init_layers(self) -> None:
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
-        self.encoder = build_with_default_type(self.encoder, 'DDETREncoder')
-        self.decoder = build_with_default_type(self.decoder, 'DDETRDecoder')
+        self.encoder = build_module(self.encoder, 'DDETREncoder')
+        self.decoder = build_module(self.decoder, 'DDETRDecoder')
         self.embed_dims = self.encoder.embed_dims
         if self.positional_encoding.num_feats * 2 != self.embed_dims:
             raise ValueError(
@@ -117,10 +117,9 @@ class DDETR(DetectionTransformer):
                              f'({self.decoder.embed_dims}) embed_dims differ')
         self.level_embed = nn.Parameter(torch.empty(self.num_feature_levels, self.embed_dims))
         if self.as_two_stage:
-            cfg = dict(self.proposal_generator_cfg)
-            cfg.setdefault('embed_dims', self.embed_dims)
-            cfg.setdefault('num_queries', self.num_queries)
-            self.proposal_generator = build_with_default_type(cfg, 'DDETRProposalGenerator')
+            self.proposal_generator = build_module(
+                self.proposal_generator_cfg, 'DDETRProposalGenerator',
+                embed_dims=self.embed_dims, num_queries=self.num_queries)
         else:
             # Split into (query_pos, query) in pre_decoder, hence 2 * embed_dims.
             self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims * 2)

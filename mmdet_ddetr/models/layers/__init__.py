@@ -1,7 +1,6 @@
 from .box_refinement import apply_box_delta, refine_reference, scale_to_levels
 from .ddetr_decoder import DDETRDecoder, DDETRDecoderLayer
-from .ddetr_encoder import (DDETREncoder, DDETREncoderLayer, build_with_default_type,
-                            encoder_reference_points)
+from .ddetr_encoder import DDETREncoder, DDETREncoderLayer, encoder_reference_points
 # The module fast_dropout stays reachable as a module (its function is not re-exported here).
 from .fast_dropout import FastDropout, use_fast_dropout
 from .lean_attention import LeanMultiheadAttention
@@ -12,7 +11,7 @@ from .proposal_generator import DDETRProposalGenerator
 
 __all__ = [
     'MSDeformAttention', 'safe_im2col_step', 'DDETREncoderLayer', 'DDETREncoder',
-    'encoder_reference_points', 'build_with_default_type', 'DDETRDecoderLayer', 'DDETRDecoder',
+    'encoder_reference_points', 'DDETRDecoderLayer', 'DDETRDecoder',
     'apply_box_delta', 'refine_reference', 'scale_to_levels', 'DDETRProposalGenerator',
     'FastDropout', 'use_fast_dropout', 'LeanMultiheadAttention',
     'LeanDetrTransformerEncoderLayer', 'LeanDetrTransformerEncoder',

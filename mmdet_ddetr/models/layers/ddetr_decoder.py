@@ -11,8 +11,7 @@ from mmdet.models.layers.transformer import DetrTransformerDecoderLayer
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 from .box_refinement import refine_reference, scale_to_levels
-from .ddetr_encoder import build_with_default_type
-from .lean_attention import LeanMultiheadAttention
+from ..utils import build_module
 from .lean_detr_layers import add_ffn_and_norms
 
 
@@ -22,8 +21,8 @@ class DDETRDecoderLayer(DetrTransformerDecoderLayer):
     FFN -> norm (``norms.0/1/2``; the official code names them ``norm2/norm1/norm3``).
 
     Args:
-        self_attn_cfg (dict): mmcv ``MultiheadAttention`` config, built as the equal but
-            faster :class:`LeanMultiheadAttention`.
+        self_attn_cfg (dict): mmcv ``MultiheadAttention`` config; ``type`` defaults to the
+            equal but faster ``LeanMultiheadAttention``.
         cross_attn_cfg (dict): Cross-attention config; ``type`` defaults to
             ``MSDeformAttention``.
         ffn_cfg (dict): mmcv ``FFN`` config (its dropouts draw fast CPU masks).
@@ -31,8 +30,8 @@ class DDETRDecoderLayer(DetrTransformerDecoderLayer):
     """
 
     def _init_layers(self) -> None:
-        self.self_attn = LeanMultiheadAttention(**self.self_attn_cfg)
-        self.cross_attn = build_with_default_type(self.cross_attn_cfg, 'MSDeformAttention')
+        self.self_attn = build_module(self.self_attn_cfg, 'LeanMultiheadAttention')
+        self.cross_attn = build_module(self.cross_attn_cfg, 'MSDeformAttention')
         self.embed_dims = self.self_attn.embed_dims
         add_ffn_and_norms(self, 3)
 
@@ -62,7 +61,7 @@ class DDETRDecoder(BaseModule):
         self.num_layers = num_layers
         self.return_intermediate = return_intermediate
         self.layers = ModuleList(
-            [build_with_default_type(layer_cfg, 'DDETRDecoderLayer') for _ in range(num_layers)])
+            [build_module(layer_cfg, 'DDETRDecoderLayer') for _ in range(num_layers)])
         self.embed_dims = self.layers[0].embed_dims
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor,

@@ -10,18 +10,8 @@ from mmdet.models.layers.transformer import DetrTransformerEncoderLayer
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 
+from ..utils import build_module
 from .lean_detr_layers import add_ffn_and_norms
-
-
-def build_with_default_type(cfg: ConfigType, default_type: str):
-    """Build ``cfg`` from MODELS, using ``default_type`` when the config names none.
-
-    Lets a user swap any layer or attention by adding ``type=...`` to its config while the
-    paper's component stays the default.
-    """
-    cfg = dict(cfg)
-    cfg.setdefault('type', default_type)
-    return MODELS.build(cfg)
 
 
 @MODELS.register_module()
@@ -35,7 +25,7 @@ class DDETREncoderLayer(DetrTransformerEncoderLayer):
     """
 
     def _init_layers(self) -> None:
-        self.self_attn = build_with_default_type(self.self_attn_cfg, 'MSDeformAttention')
+        self.self_attn = build_module(self.self_attn_cfg, 'MSDeformAttention')
         self.embed_dims = self.self_attn.embed_dims
         add_ffn_and_norms(self, 2)
 
@@ -57,7 +47,7 @@ class DDETREncoder(BaseModule):
             raise ValueError(f'encoder num_layers must be >= 1, got {num_layers}')
         self.num_layers = num_layers
         self.layers = ModuleList(
-            [build_with_default_type(layer_cfg, 'DDETREncoderLayer') for _ in range(num_layers)])
+            [build_module(layer_cfg, 'DDETREncoderLayer') for _ in range(num_layers)])
         self.embed_dims = self.layers[0].embed_dims
 
     def forward(self, query: Tensor, query_pos: Tensor, key_padding_mask: Optional[Tensor],
@@ -116,5 +106,4 @@ def encoder_reference_points(spatial_shape_list: Sequence[Tuple[int, int]],
     return reference_points[:, :, None] * valid_ratios[:, None]
 
 
-__all__ = ['DDETREncoderLayer', 'DDETREncoder', 'encoder_reference_points',
-           'build_with_default_type']
+__all__ = ['DDETREncoderLayer', 'DDETREncoder', 'encoder_reference_points']

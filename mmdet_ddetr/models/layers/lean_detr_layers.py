@@ -13,8 +13,8 @@ from mmdet.models.layers.transformer import (DetrTransformerDecoderLayer,
                                              DetrTransformerEncoderLayer)
 from mmdet.registry import MODELS
 
+from ..utils import build_module
 from .fast_dropout import use_fast_dropout
-from .lean_attention import LeanMultiheadAttention
 
 
 def add_ffn_and_norms(layer: BaseModule, num_norms: int) -> None:
@@ -27,36 +27,39 @@ def add_ffn_and_norms(layer: BaseModule, num_norms: int) -> None:
 
 @MODELS.register_module()
 class LeanDetrTransformerEncoderLayer(DetrTransformerEncoderLayer):
-    """``DetrTransformerEncoderLayer`` with :class:`LeanMultiheadAttention` self-attention."""
+    """``DetrTransformerEncoderLayer`` whose self-attention ``type`` defaults to
+    :class:`LeanMultiheadAttention`."""
 
     def _init_layers(self) -> None:
-        self.self_attn = LeanMultiheadAttention(**self.self_attn_cfg)
+        self.self_attn = build_module(self.self_attn_cfg, 'LeanMultiheadAttention')
         self.embed_dims = self.self_attn.embed_dims
         add_ffn_and_norms(self, 2)
 
 
 @MODELS.register_module()
 class LeanDetrTransformerEncoder(DetrTransformerEncoder):
-    """``DetrTransformerEncoder`` made of :class:`LeanDetrTransformerEncoderLayer` (without
-    mmdet's fairscale activation checkpointing, ``num_cp``)."""
+    """``DetrTransformerEncoder`` whose layer ``type`` defaults to
+    :class:`LeanDetrTransformerEncoderLayer` (without mmdet's fairscale activation
+    checkpointing, ``num_cp``)."""
 
     def _init_layers(self) -> None:
         if self.num_cp > 0:
             raise ValueError('LeanDetrTransformerEncoder does not support num_cp (activation '
                              "checkpointing); set encoder type='DetrTransformerEncoder' to use it")
         self.layers = ModuleList([
-            LeanDetrTransformerEncoderLayer(**self.layer_cfg) for _ in range(self.num_layers)
+            build_module(self.layer_cfg, 'LeanDetrTransformerEncoderLayer')
+            for _ in range(self.num_layers)
         ])
         self.embed_dims = self.layers[0].embed_dims
 
 
 @MODELS.register_module()
 class LeanDetrTransformerDecoderLayer(DetrTransformerDecoderLayer):
-    """``DetrTransformerDecoderLayer`` with :class:`LeanMultiheadAttention` self- and
-    cross-attention."""
+    """``DetrTransformerDecoderLayer`` whose self- and cross-attention ``type`` default to
+    :class:`LeanMultiheadAttention`."""
 
     def _init_layers(self) -> None:
-        self.self_attn = LeanMultiheadAttention(**self.self_attn_cfg)
-        self.cross_attn = LeanMultiheadAttention(**self.cross_attn_cfg)
+        self.self_attn = build_module(self.self_attn_cfg, 'LeanMultiheadAttention')
+        self.cross_attn = build_module(self.cross_attn_cfg, 'LeanMultiheadAttention')
         self.embed_dims = self.self_attn.embed_dims
         add_ffn_and_norms(self, 3)

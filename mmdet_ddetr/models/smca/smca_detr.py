@@ -4,7 +4,6 @@ Pipeline (mmdet 3.x): ``pre_transformer -> forward_encoder -> pre_decoder -> for
 every step returning dicts; the head receives ``hidden_states`` and the Gaussian-centre logits
 (``references``).
 """
-import copy
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -16,17 +15,10 @@ from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 
+from ..utils import build_module
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
 from .smca_layers import check_heads
-
-
-def _build(cfg: dict, default_type: str) -> nn.Module:
-    """Build ``cfg`` from the registry, as ``default_type`` unless it names a ``type``; lets
-    configs swap encoder/decoder implementations."""
-    cfg = copy.deepcopy(dict(cfg))
-    cfg.setdefault('type', default_type)
-    return MODELS.build(cfg)
 
 
 def _img_wh(batch_data_samples: OptSampleList, ref: Tensor) -> Tensor:
@@ -69,8 +61,8 @@ class SMCADETR(DETR):
         check_heads(self.encoder.get('layer_cfg', {}).get('self_attn_cfg'),
                     'SMCA encoder self_attn_cfg')
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
-        self.encoder = _build(self.encoder, 'LeanDetrTransformerEncoder')
-        self.decoder = _build(self.decoder, 'SMCATransformerDecoder')
+        self.encoder = build_module(self.encoder, 'LeanDetrTransformerEncoder')
+        self.decoder = build_module(self.decoder, 'SMCATransformerDecoder')
         self.embed_dims = self.decoder.embed_dims
         if self.encoder.embed_dims != self.embed_dims:
             raise ValueError(f'encoder embed_dims ({self.encoder.embed_dims}) != decoder '
@@ -146,8 +138,8 @@ class SMCAMultiScaleDETR(SMCADETR):
         check_heads(self.encoder.get('layer_cfg', {}).get('self_attn_cfg'),
                     'SMCA encoder self_attn_cfg')
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
-        self.encoder = _build(self.encoder, 'SMCAMultiScaleEncoder')
-        self.decoder = _build(self.decoder, 'SMCAMultiScaleDecoder')
+        self.encoder = build_module(self.encoder, 'SMCAMultiScaleEncoder')
+        self.decoder = build_module(self.decoder, 'SMCAMultiScaleDecoder')
         self.embed_dims = self.decoder.embed_dims
         if self.encoder.embed_dims != self.embed_dims:
             raise ValueError(f'encoder embed_dims ({self.encoder.embed_dims}) != decoder '

@@ -7,7 +7,6 @@ discarded attention weights, cheaper CPU dropout). SMCA only adds an additive lo
 co-attention logits: a float ``attn_mask`` is *added* to ``QK^T / sqrt(d)``, which is exactly
 ``softmax(QK^T / sqrt(d) + log G)``.
 """
-import copy
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -19,8 +18,8 @@ from mmdet.models.layers.transformer import DetrTransformerDecoder, MLP
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 
-from ..layers.lean_detr_layers import (LeanDetrTransformerDecoderLayer,
-                                       LeanDetrTransformerEncoderLayer)
+from ..layers.lean_detr_layers import LeanDetrTransformerDecoderLayer
+from ..utils import build_module
 
 
 def check_heads(attn_cfg: Optional[dict], where: str) -> None:
@@ -76,10 +75,8 @@ class SMCATransformerDecoderLayer(LeanDetrTransformerDecoderLayer):
         super().__init__(**kwargs)
 
     def _build_prior(self) -> BaseModule:
-        cfg = dict(type='SMCAGaussianPrior', embed_dims=self.embed_dims,
-                   num_heads=self.cross_attn.num_heads)
-        cfg.update(copy.deepcopy(self.gaussian_prior_cfg))
-        return MODELS.build(cfg)
+        return build_module(self.gaussian_prior_cfg, 'SMCAGaussianPrior',
+                            embed_dims=self.embed_dims, num_heads=self.cross_attn.num_heads)
 
     def _init_layers(self) -> None:
         """Add the prior's input norm (official ``norm4``) and the prior to the DETR layer."""
@@ -164,11 +161,8 @@ class SMCATransformerDecoder(DetrTransformerDecoder):
         """Build the layers (registry, so the layer type is swappable) and the centre MLP."""
         if self.num_layers < 1:
             raise ValueError('SMCA needs at least one decoder layer (layer 0 predicts the centre)')
-        layer_cfg = copy.deepcopy(dict(self.layer_cfg))
-        layer_type = layer_cfg.pop('type', self.default_layer_type)
         self.layers = ModuleList([
-            MODELS.build(dict(type=layer_type, **copy.deepcopy(layer_cfg)))
-            for _ in range(self.num_layers)
+            build_module(self.layer_cfg, self.default_layer_type) for _ in range(self.num_layers)
         ])
         self.embed_dims = self.layers[0].embed_dims
         # Official point1 = MLP(d, d, 2, 3) on the object query: the shared centre logits.
@@ -238,8 +232,8 @@ class SMCAMultiScaleEncoder(BaseModule):
 
     Args:
         layer_types: Sequence of ``'intra'`` / ``'multi'``, one entry per layer.
-        layer_cfg: ``DetrTransformerEncoderLayer`` config shared by all layers (built as
-            :class:`LeanDetrTransformerEncoderLayer`).
+        layer_cfg: Config of every layer; ``type`` defaults to
+            :class:`LeanDetrTransformerEncoderLayer`.
         init_cfg: Usual mmengine init config.
     """
 
@@ -257,8 +251,7 @@ class SMCAMultiScaleEncoder(BaseModule):
         self.layer_types = layer_types
         self.num_layers = len(layer_types)
         self.layers = ModuleList([
-            LeanDetrTransformerEncoderLayer(**copy.deepcopy(dict(layer_cfg)))
-            for _ in layer_types
+            build_module(layer_cfg, 'LeanDetrTransformerEncoderLayer') for _ in layer_types
         ])
         self.embed_dims = self.layers[0].embed_dims
 
@@ -318,10 +311,9 @@ class SMCAMultiScaleDecoderLayer(SMCATransformerDecoderLayer):
         LeanDetrTransformerDecoderLayer._init_layers(self)
         self.prior_norm = build_norm_layer(self.norm_cfg, self.embed_dims)[1]
         self.gaussian_priors = ModuleList([self._build_prior() for _ in range(self.num_scales)])
-        cfg = dict(type='SMCAScaleSelection', embed_dims=self.embed_dims,
-                   num_scales=self.num_scales)
-        cfg.update(copy.deepcopy(self.scale_selection_cfg))
-        self.scale_selection = MODELS.build(cfg)
+        self.scale_selection = build_module(self.scale_selection_cfg, 'SMCAScaleSelection',
+                                            embed_dims=self.embed_dims,
+                                            num_scales=self.num_scales)
 
     def forward(self,
                 query: Tensor,
