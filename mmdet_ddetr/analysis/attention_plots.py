@@ -5,7 +5,6 @@ model saw) and write one PNG atomically (temporary file + :func:`os.replace`).
 """
 import os
 import os.path as osp
-import tempfile
 from typing import List, Sequence, Tuple
 
 import matplotlib
@@ -16,23 +15,20 @@ import numpy as np  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from ..utils.atomic_io import atomic_write  # noqa: E402
+
 #: Colour map of attention weights (dark = low, bright = high).
 CMAP = 'plasma'
 
 
 def save_figure(fig, out_path: str, dpi: int = 110) -> str:
     """Save ``fig`` as PNG through a temporary file in the same folder, then close it."""
-    out_dir = osp.dirname(osp.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(out_path), suffix='.png', dir=out_dir)
-    os.close(fd)
+    os.makedirs(osp.dirname(osp.abspath(out_path)), exist_ok=True)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches='tight', format='png')
-        os.replace(tmp, out_path)
+        atomic_write(out_path,
+                     lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches='tight', format='png'))
     finally:
         plt.close(fig)
-        if osp.exists(tmp):
-            os.unlink(tmp)
     return out_path
 
 

@@ -10,37 +10,21 @@
 * :func:`write_csv` / :func:`plot_convergence`: the study's outputs, written atomically.
 """
 import csv
-import io
 import json
 import os
 import os.path as osp
-import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
 from mmengine.hooks import Hook
 
 from mmdet.registry import HOOKS
+from ..utils.atomic_io import atomic_open
 
 #: File the hook writes in every run's work dir.
 RECORD_FILE = 'convergence.json'
 #: CSV columns of the study.
 CSV_FIELDS = ('model', 'epoch', 'bbox_mAP', 'bbox_mAP_50', 'wall_time_s', 'train_time_s')
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, 'w', newline='') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @HOOKS.register_module()
@@ -98,8 +82,8 @@ class ConvergenceRecordHook(Hook):
         self.rows = [r for r in self.rows if r['epoch'] != row['epoch']] + [row]
         from mmengine.dist import is_main_process
         if is_main_process():
-            write_text_atomic(osp.join(runner.work_dir, RECORD_FILE),
-                              json.dumps(dict(rows=self.rows), indent=1))
+            with atomic_open(osp.join(runner.work_dir, RECORD_FILE), 'w') as f:
+                json.dump(dict(rows=self.rows), f, indent=1)
 
 
 def read_records(work_dir: str) -> List[Dict]:
@@ -162,13 +146,12 @@ def study_config(config_path: str, work_dir: str, data_root: str, epochs: int,
 
 def write_csv(path: str, rows: Sequence[Dict]) -> None:
     """Write the study's CSV (columns :data:`CSV_FIELDS`) atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction='ignore',
-                            lineterminator='\n')
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row)
-    write_text_atomic(path, buf.getvalue())
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with atomic_open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction='ignore',
+                                lineterminator='\n')
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def plot_convergence(path: str, rows: Sequence[Dict], title: str) -> str:
@@ -198,4 +181,4 @@ def plot_convergence(path: str, rows: Sequence[Dict], title: str) -> str:
 
 
 __all__ = ['ConvergenceRecordHook', 'RECORD_FILE', 'CSV_FIELDS', 'read_records',
-           'study_config', 'write_csv', 'plot_convergence', 'write_text_atomic']
+           'study_config', 'write_csv', 'plot_convergence']

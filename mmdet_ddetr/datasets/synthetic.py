@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+from ..utils.atomic_io import atomic_open
 
 # Bump when the rendering changes: a manifest from another version must not count as complete.
 GENERATOR_VERSION = 1
@@ -261,22 +262,10 @@ def render_image(cfg: SyntheticConfig, split: str,
 # Files
 # --------------------------------------------------------------------------------------------
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory + os.replace."""
-    directory = osp.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=osp.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _atomic_write_json(path: str, obj) -> None:
-    _atomic_write_bytes(path, json.dumps(obj, indent=None, separators=(',', ':')).encode())
+def _write_json(path: str, obj) -> None:
+    """Compact JSON, written atomically."""
+    with atomic_open(path, 'w') as f:
+        json.dump(obj, f, indent=None, separators=(',', ':'))
 
 
 def image_name(index: int) -> str:
@@ -329,7 +318,8 @@ def generate_split(out_dir: str, cfg: SyntheticConfig, split: str) -> Dict:
         ok, buf = cv2.imencode('.png', img)
         if not ok:
             raise RuntimeError(f'OpenCV failed to encode image {i} of {split}')
-        _atomic_write_bytes(osp.join(img_dir, image_name(i)), buf.tobytes())
+        with atomic_open(osp.join(img_dir, image_name(i))) as f:
+            f.write(buf.tobytes())
         image_id = i + 1  # COCO ids start at 1
         images.append(dict(id=image_id, file_name=image_name(i), width=cfg.img_size,
                            height=cfg.img_size))
@@ -394,10 +384,10 @@ def generate_synthetic_dataset(out_dir: str,
             print(f'[synthetic] rendering {cfg.num_images(split)} {split} images '
                   f'({cfg.img_size}x{cfg.img_size}) into {osp.join(out_dir, split)}')
         coco = generate_split(out_dir, cfg, split)
-        _atomic_write_json(osp.join(out_dir, 'annotations', f'{split}.json'), coco)
+        _write_json(osp.join(out_dir, 'annotations', f'{split}.json'), coco)
         counts[split] = dict(images=len(coco['images']), annotations=len(coco['annotations']))
     manifest = _manifest(cfg, counts)
-    _atomic_write_json(manifest_path, manifest)
+    _write_json(manifest_path, manifest)
     manifest['generated'] = True
     if verbose:
         print(f'[synthetic] done: {counts}')

@@ -157,7 +157,7 @@ def test_regeneration_is_a_noop(tmp_path):
     assert not is_complete(root, SyntheticConfig(**dict(SMALL, num_train=10)))
     assert generate_synthetic_dataset(root, **dict(SMALL, num_train=10))['generated'] is True
     # no temporary files left behind
-    assert not [p for p in _all_files(root) if '.tmp-' in p]
+    assert not [p for p in _all_files(root) if p.endswith('.tmp')]
 
 
 def test_interrupted_generation_is_not_complete(tmp_path, monkeypatch):
@@ -177,7 +177,7 @@ def test_interrupted_generation_is_not_complete(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert not osp.exists(osp.join(root, 'manifest.json'))
     assert not is_complete(root, SyntheticConfig(**SMALL))
-    assert not [p for p in _all_files(root) if '.tmp-' in p]
+    assert not [p for p in _all_files(root) if p.endswith('.tmp')]
     # the images written before the interruption are whole PNGs
     for name in os.listdir(osp.join(root, 'train')):
         assert cv2.imread(osp.join(root, 'train', name)) is not None
@@ -186,13 +186,13 @@ def test_interrupted_generation_is_not_complete(tmp_path, monkeypatch):
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     path = str(tmp_path / 'a.json')
-    synthetic._atomic_write_json(path, {'ok': 1})
+    synthetic._write_json(path, {'ok': 1})
 
     class Boom:
         pass
 
     with pytest.raises(TypeError):
-        synthetic._atomic_write_json(path, {'bad': Boom()})  # not JSON serialisable
+        synthetic._write_json(path, {'bad': Boom()})  # not JSON serialisable
     with open(path) as f:
         assert json.load(f) == {'ok': 1}
     assert os.listdir(tmp_path) == ['a.json']

@@ -125,8 +125,8 @@ def run_model(name: str, args: argparse.Namespace) -> List[Dict]:
     """Train one model (unless an identical complete run exists) and return its rows."""
     import json
 
-    from mmdet_ddetr.analysis.convergence import (RECORD_FILE, read_records, study_config,
-                                                  write_text_atomic)
+    from mmdet_ddetr.analysis.convergence import RECORD_FILE, read_records, study_config
+    from mmdet_ddetr.utils.atomic_io import atomic_open
     config_file, _ = MODELS[name]
     run_dir = osp.abspath(osp.join(args.work_dir, name))
     cfg = study_config(osp.join(CONFIG_DIR, config_file), run_dir,
@@ -177,7 +177,8 @@ def run_model(name: str, args: argparse.Namespace) -> List[Dict]:
     if not rows:
         raise SystemExit(f'[study] {name}: no {RECORD_FILE} written; see {run_dir}/train.log')
     # Written last: marks the run as complete for this exact setting.
-    write_text_atomic(sig_path, signature)
+    with atomic_open(sig_path, 'w') as f:
+        f.write(signature)
     print(f'[study] {name}: done in {time.perf_counter() - start:.0f}s, final mAP '
           f'{rows[-1]["bbox_mAP"]:.3f}', flush=True)
     return rows

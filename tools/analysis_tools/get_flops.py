@@ -28,9 +28,9 @@ import json
 import os
 import os.path as osp
 import sys
-import tempfile
 from typing import List, Optional, Sequence, Tuple
 
+from mmdet_ddetr.utils.atomic_io import atomic_open
 from mmdet_ddetr.utils.cli import positive_int
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
@@ -113,21 +113,6 @@ def build_detector(config: str, cfg_options=None, device: str = 'cpu'):
     return model.to(device)
 
 
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write JSON next to ``path`` and move it into place (no half-written file)."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.flops-', suffix='.json', dir=directory)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     import logging
@@ -177,7 +162,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     payload = dict(config=args.config, shapes=[list(s) for s in shapes],
                    count_batchnorm=args.count_batchnorm, **report.as_dict())
     if args.out:
-        write_json_atomic(args.out, payload)
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with atomic_open(args.out, 'w') as f:
+            json.dump(payload, f, indent=2)
         print(f'report written to {args.out}')
     return payload
 
