@@ -28,13 +28,7 @@ from typing import Dict, List, Optional, Tuple
 from torch import Tensor
 
 from .checkpoint_io import ConverterError
-
-# COCO category ids (1..90 with gaps) of the 80 classes, in mmdet's contiguous label order.
-COCO80_IDS: Tuple[int, ...] = (
-    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27,
-    28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53,
-    54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80,
-    81, 82, 84, 85, 86, 87, 88, 89, 90)
+from .coco_ids import COCO80_IDS
 
 _RENAMES: List[Tuple[str, str]] = [
     (r'^backbone\.0\.body\.', 'backbone.'),
@@ -185,10 +179,5 @@ def detect_source(state_dict: Dict[str, Tensor]) -> str:
                          f'(first keys: {sample}); check that you passed the right file')
 
 
-def count_levels(sd: Dict[str, Tensor]) -> int:
-    """Feature levels of converted weights (rows of ``level_embed``)."""
-    return int(sd['level_embed'].shape[0])
-
-
-__all__ = ['official_to_ours', 'mmdet_to_ours', 'detect_source', 'COCO80_IDS', 'count_levels']
+__all__ = ['official_to_ours', 'mmdet_to_ours', 'detect_source']
 

@@ -1,7 +1,8 @@
 """Official SMCA-DETR checkpoint keys -> mmdet_ddetr keys (single-scale model).
 
-Used by ``tools/model_converters/smca_official_to_mmdet_ddetr.py`` (file handling) and by the
-parity check (:mod:`mmdet_ddetr.parity.smca`). Pure key renaming: no value is changed.
+Used by ``tools/model_converters/smca_official_to_mmdet_ddetr.py`` (file handling through
+:mod:`.checkpoint_io`) and by the parity check (:mod:`mmdet_ddetr.parity.smca`). Pure key
+renaming: no value is changed. Every failure is a :class:`ConverterError`.
 """
 import re
 from collections import OrderedDict
@@ -9,7 +10,9 @@ from typing import Dict, List, Mapping, Tuple
 
 import torch
 
-from .gaussian_prior import OFFICIAL_SCALE_TYPES
+from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES
+from .checkpoint_io import ConverterError, state_dict_of
+from .coco_ids import COCO80_IDS
 
 # (official regex, our replacement); the first matching rule wins.
 _DECODER_PARTS = [
@@ -59,21 +62,6 @@ REQUIRED_KEYS = ('transformer.decoder.layers.0.point1.layers.0.weight',
                  'bbox_embed.layers.2.weight', 'query_embed.weight', 'input_proj.weight')
 
 
-class NotAnSMCACheckpoint(ValueError):
-    """Raised when a checkpoint is not an official single-scale SMCA-DETR state dict."""
-
-
-def extract_state_dict(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
-    """Return the model state dict of an official checkpoint (``{'model': sd, ...}``) or of a
-    bare state dict."""
-    if not isinstance(checkpoint, Mapping):
-        raise NotAnSMCACheckpoint(f'expected a dict checkpoint, got {type(checkpoint).__name__}')
-    for key in ('model', 'state_dict'):
-        if key in checkpoint and isinstance(checkpoint[key], Mapping):
-            return checkpoint[key]
-    return checkpoint
-
-
 def convert_smca_official_state_dict(
         state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """Rename official SMCA keys to ours.
@@ -83,27 +71,27 @@ def convert_smca_official_state_dict(
     it is unused with frozen statistics).
 
     Args:
-        state_dict: Official state dict (``checkpoint['model']``).
+        state_dict: Official state dict, or the whole checkpoint (weights under ``model``).
 
     Returns:
         OrderedDict: our keys -> the same tensors.
 
     Raises:
-        NotAnSMCACheckpoint: a required SMCA key is missing, a key has no rule (unrelated or
+        ConverterError: a required SMCA key is missing, a key has no rule (unrelated or
             unsupported, e.g. pre-norm ``transformer.encoder.norm`` or segmentation heads),
             or a value is not a tensor.
     """
-    state_dict = extract_state_dict(state_dict)
+    state_dict = state_dict_of(state_dict)
     missing = [k for k in REQUIRED_KEYS if k not in state_dict]
     if missing:
-        raise NotAnSMCACheckpoint(
+        raise ConverterError(
             f'not an official single-scale SMCA-DETR checkpoint: missing {missing[:4]}'
             f'{" ..." if len(missing) > 4 else ""}')
     out: 'OrderedDict[str, torch.Tensor]' = OrderedDict()
     unknown = []
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor):
-            raise NotAnSMCACheckpoint(f'value of {key!r} is a {type(value).__name__}, '
+            raise ConverterError(f'value of {key!r} is a {type(value).__name__}, '
                                       'not a tensor')
         for pattern, repl in _COMPILED:
             if pattern.match(key):
@@ -116,7 +104,7 @@ def convert_smca_official_state_dict(
         if new_key.startswith('backbone.') and new_key.endswith('.running_mean'):
             out[new_key[:-len('running_mean')] + 'num_batches_tracked'] = torch.tensor(0)
     if unknown:
-        raise NotAnSMCACheckpoint(
+        raise ConverterError(
             f'{len(unknown)} key(s) have no mapping (unrelated or unsupported checkpoint, '
             f'e.g. pre-norm or segmentation): {unknown[:6]}')
     return out
@@ -132,7 +120,7 @@ def infer_smca_hparams(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, obje
         dict: ``embed_dims, num_heads, num_encoder_layers, num_decoder_layers,
         feedforward_channels, num_queries, num_classes, scale_type, in_channels``.
     """
-    sd = extract_state_dict(state_dict)
+    sd = state_dict_of(state_dict)
     d = sd['query_embed.weight'].shape[1]
     num_heads = sd['transformer.decoder.layers.0.point2.weight'].shape[0] // 2
     enc = {int(m.group(1)) for k in sd
@@ -154,14 +142,6 @@ def infer_smca_hparams(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, obje
         in_channels=sd['input_proj.weight'].shape[1])
 
 
-# COCO category ids of mmdet's 80 contiguous labels (label i <-> id COCO_IDS[i]); the official
-# DETR-family heads index logits by the raw id (91 slots + the no-object slot).
-COCO_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-            25, 27, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49,
-            50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74,
-            75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
-
-
 def remap_coco91_to_80(state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """Select the 80 real COCO classes (+ the no-object slot) from an official COCO head.
 
@@ -171,8 +151,11 @@ def remap_coco91_to_80(state_dict: Mapping[str, torch.Tensor]) -> 'OrderedDict[s
     out = OrderedDict(state_dict)
     rows = out['bbox_head.fc_cls.weight'].shape[0]
     if rows != 92:
-        raise ValueError(f'expected a 91 (+1 no-object) class COCO head, got {rows} logits')
-    index = torch.tensor(list(COCO_IDS) + [91])
+        raise ConverterError(f'expected a 91 (+1 no-object) class COCO head, got {rows} logits')
+    index = torch.tensor(list(COCO80_IDS) + [91])
     for key in ('bbox_head.fc_cls.weight', 'bbox_head.fc_cls.bias'):
         out[key] = out[key][index].clone()
     return out
+
+
+__all__ = ['convert_smca_official_state_dict', 'infer_smca_hparams', 'remap_coco91_to_80']

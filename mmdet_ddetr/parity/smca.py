@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from mmdet.registry import MODELS
 
-from ..models.smca.convert import convert_smca_official_state_dict
+from ..converters.smca import convert_smca_official_state_dict
 from .common import data_samples, hungarian_matching, max_diff
 from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES, SMCAGaussianPrior
 

@@ -1,4 +1,5 @@
-"""tools/model_converters/smca_official_to_mmdet_ddetr.py: key mapping, COCO remap, safety."""
+"""converters.smca and its CLI (tools/model_converters/smca_official_to_mmdet_ddetr.py): key
+mapping, COCO remap, safety."""
 import argparse
 import importlib.util
 from pathlib import Path
@@ -7,14 +8,11 @@ import pytest
 import torch
 
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.smca.convert import (COCO_IDS, NotAnSMCACheckpoint,
-                                             convert_smca_official_state_dict,
-                                             infer_smca_hparams, remap_coco91_to_80)
+from mmdet_ddetr.converters import (COCO80_IDS, ConverterError,
+                                    convert_smca_official_state_dict, infer_smca_hparams,
+                                    remap_coco91_to_80)
 from mmdet_ddetr.parity.smca import model_config
-from tests.conftest import REPO
-
-FIXTURE = REPO.parent / 'shared' / 'fixtures' / 'official' / 'smca_single_scale.pt'
-needs_fixture = pytest.mark.skipif(not FIXTURE.is_file(), reason=f'{FIXTURE} is absent')
+from tests.conftest import REPO, official_fixture
 
 
 def _tool():
@@ -28,7 +26,7 @@ def _tool():
 def _official_checkpoint():
     """A checkpoint shaped like the official one: fixture weights + a ResNet-18 body under
     backbone.0.body.* (FrozenBatchNorm: no num_batches_tracked) + args Namespace."""
-    fixture = torch.load(FIXTURE, weights_only=True)
+    fixture = official_fixture('smca_single_scale.pt')
     resnet = MODELS.build(dict(type='ResNet', depth=18, out_indices=(3, ), init_cfg=None))
     body = {f'backbone.0.body.{k}': v for k, v in resnet.state_dict().items()
             if not k.endswith('num_batches_tracked')}
@@ -36,7 +34,6 @@ def _official_checkpoint():
     return fixture, dict(model=model, args=argparse.Namespace(lr=1e-4), epoch=49)
 
 
-@needs_fixture
 def test_converted_keys_fit_our_model_exactly():
     fixture, ckpt = _official_checkpoint()
     converted = convert_smca_official_state_dict(ckpt)
@@ -51,18 +48,21 @@ def test_converted_keys_fit_our_model_exactly():
                       scale_type='fixed', in_channels=128)
 
 
-@needs_fixture
-def test_cli_writes_atomically_and_refuses_overwrite(tmp_path: Path):
+def test_cli_writes_atomically_and_refuses_overwrite(tmp_path: Path, capsys):
     tool = _tool()
     _, ckpt = _official_checkpoint()
     src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'smca.pth'
     torch.save(ckpt, src)
+    assert tool.main([str(src), str(dst)]) == 1  # the folder must exist
+    assert 'does not exist' in capsys.readouterr().err
+    dst.parent.mkdir()
     assert tool.main([str(src), str(dst)]) == 0
     out = torch.load(dst, weights_only=True)
     assert 'backbone.layer4.1.bn2.num_batches_tracked' in out['state_dict']
     assert out['meta']['smca_hparams']['num_heads'] == 8
     stamp = dst.stat().st_mtime_ns
-    assert tool.main([str(src), str(dst)]) == 2  # exists, no --overwrite
+    assert tool.main([str(src), str(dst)]) == 1
+    assert 'pass --overwrite' in capsys.readouterr().err
     assert dst.stat().st_mtime_ns == stamp
     assert tool.main([str(src), str(dst), '--overwrite']) == 0
     assert sorted(p.name for p in dst.parent.iterdir()) == ['smca.pth']  # no temp left
@@ -83,11 +83,10 @@ def test_cli_rejects_corrupt_and_unrelated(tmp_path: Path, capsys):
         'corrupt.pth', 'unrelated.pth']
 
 
-@needs_fixture
 def test_extra_unknown_key_is_an_error():
     _, ckpt = _official_checkpoint()
     ckpt['model']['transformer.encoder.norm.weight'] = torch.ones(256)  # pre-norm model
-    with pytest.raises(NotAnSMCACheckpoint, match='no mapping'):
+    with pytest.raises(ConverterError, match='no mapping'):
         convert_smca_official_state_dict(ckpt)
 
 
@@ -95,6 +94,6 @@ def test_coco91_remap():
     sd = {'bbox_head.fc_cls.weight': torch.arange(92.)[:, None].repeat(1, 3),
           'bbox_head.fc_cls.bias': torch.arange(92.)}
     out = remap_coco91_to_80(sd)
-    assert out['bbox_head.fc_cls.bias'].tolist() == [float(i) for i in COCO_IDS] + [91.]
-    with pytest.raises(ValueError):
+    assert out['bbox_head.fc_cls.bias'].tolist() == [float(i) for i in COCO80_IDS] + [91.]
+    with pytest.raises(ConverterError, match='expected a 91'):
         remap_coco91_to_80({'bbox_head.fc_cls.weight': torch.zeros(6, 3)})

@@ -2,7 +2,8 @@
 
 One paper concept per module: :mod:`.gaussian_prior` (log G), :mod:`.scale_selection`
 (alpha), :mod:`.smca_layers` (encoder/decoder layers), :mod:`.smca_head` (box head),
-:mod:`.smca_detr` (detectors), :mod:`.convert` (official checkpoint keys -> ours).
+:mod:`.smca_detr` (detectors); official checkpoint keys -> ours in
+:mod:`mmdet_ddetr.converters.smca`.
 """
 from .gaussian_prior import (OFFICIAL_SCALE_TYPES, SCALE_TYPES, SMCAGaussianPrior,
                              canonical_scale_type)
