@@ -145,9 +145,8 @@ class SMCARecorder:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        from ..models.smca.smca_layers import SMCATransformerDecoderLayer
-        self._layers = [m for m in model.modules()
-                        if isinstance(m, SMCATransformerDecoderLayer)]
+        from ..models.smca import SMCADecoderLayerBase
+        self._layers = [m for m in model.modules() if isinstance(m, SMCADecoderLayerBase)]
         if not self._layers:
             raise ValueError('the model has no SMCA decoder layer to record')
         self.layers = [SMCALayerRecord([], [], [], []) for _ in self._layers]
@@ -155,9 +154,7 @@ class SMCARecorder:
 
     def __enter__(self) -> 'SMCARecorder':
         for record, layer in zip(self.layers, self._layers):
-            priors = ([layer.gaussian_prior] if hasattr(layer, 'gaussian_prior') else
-                      list(layer.gaussian_priors))
-            for prior in priors:
+            for prior in layer.priors():
                 self._handles.append(prior.register_forward_hook(
                     self._prior_hook(record), with_kwargs=True))
             attn = layer.cross_attn

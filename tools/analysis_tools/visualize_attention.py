@@ -258,8 +258,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     forward = TensorForward(model, samples)
 
     is_ddetr = any(isinstance(m, MSDeformAttention) for m in model.modules())
-    from mmdet_ddetr.models.smca.smca_layers import SMCATransformerDecoderLayer
-    is_smca = any(isinstance(m, SMCATransformerDecoderLayer) for m in model.modules())
+    from mmdet_ddetr.models.smca import SMCADecoderLayerBase
+    is_smca = any(isinstance(m, SMCADecoderLayerBase) for m in model.modules())
     if not (is_ddetr or is_smca):
         raise SystemExit('error: the model has neither deformable attention nor SMCA layers; '
                          'nothing to draw')

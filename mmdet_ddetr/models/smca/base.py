@@ -1,73 +1,224 @@
-"""SMCA-DETR detectors (arXiv 2101.07448): single-scale (official code) and multi-scale (paper).
+"""What single- and multi-scale SMCA-DETR share (arXiv 2101.07448).
 
-Pipeline (mmdet 3.x): ``pre_transformer -> forward_encoder -> pre_decoder -> forward_decoder``,
-every step returning dicts; the head receives ``hidden_states`` and the Gaussian-centre logits
-(``references``).
+SMCA reuses mmdet's DETR layers (multi-head attention + ``FFN`` + post-norm) in their lean form
+(:mod:`mmdet_ddetr.models.layers.lean_detr_layers`: same parameters and outputs, no discarded
+attention weights, cheaper CPU dropout) and only adds an additive log-prior to the
+co-attention logits: a float ``attn_mask`` is *added* to ``QK^T / sqrt(d)``, which is exactly
+``softmax(QK^T / sqrt(d) + log G)``.
+
+The variants (:mod:`.single_scale`, :mod:`.multi_scale`) are siblings over the bases here:
+
+* :class:`SMCADecoderLayerBase`: the DETR decoder layer plus the prior's input norm; each
+  variant builds its own priors and co-attention;
+* :class:`SMCADecoderBase`: the layers, the shared Gaussian centre (predicted once from
+  layer 0) and the post-norm; each variant maps the centre to its feature grid(s);
+* :class:`SMCADETRBase`: the DETR detector with SMCA's encoder, decoder and object queries;
+  each variant flattens its feature map(s).
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
+from mmcv.cnn import build_norm_layer
+from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import SinePositionalEncoding
-from mmdet.registry import MODELS
+from mmdet.models.layers.transformer import MLP, DetrTransformerDecoder
 from mmdet.structures import OptSampleList
+from mmdet.utils import OptConfigType
 
+from ..layers.lean_detr_layers import LeanDetrTransformerDecoderLayer
 from ..utils import build_module
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
-from .smca_layers import check_heads
 
 
-def _img_wh(batch_data_samples: OptSampleList, ref: Tensor) -> Tensor:
+def check_heads(attn_cfg: Optional[dict], where: str) -> None:
+    """Fail at build time with a readable message when d_model is not divisible by heads."""
+    if not attn_cfg:
+        return
+    dims, heads = attn_cfg.get('embed_dims', 256), attn_cfg.get('num_heads', 8)
+    if heads <= 0 or dims % heads != 0:
+        raise ValueError(f'{where}: embed_dims ({dims}) must be a positive multiple of '
+                         f'num_heads ({heads}).')
+
+
+def add_padding_mask(log_prior: Tensor, key_padding_mask: Optional[Tensor]) -> Tensor:
+    """Put ``-inf`` on padded keys of an additive attention bias.
+
+    Doing it here (instead of passing a bool ``key_padding_mask`` next to a float ``attn_mask``)
+    merges the two masks once, in the layout the attention takes.
+
+    Args:
+        log_prior: (bs, num_heads, num_queries, num_keys).
+        key_padding_mask: (bs, num_keys), True = padding, or None.
+
+    Returns:
+        Tensor: (bs * num_heads, num_queries, num_keys), the layout of a 3-d ``attn_mask``
+        (index ``b * num_heads + h``).
+    """
+    if key_padding_mask is not None:
+        log_prior = log_prior.masked_fill(key_padding_mask[:, None, None, :], float('-inf'))
+    return log_prior.flatten(0, 1)
+
+
+def image_wh(batch_data_samples: OptSampleList, ref: Tensor) -> Tensor:
     """(bs, 2) unpadded input size (w, h) of every image (official ``h_w`` built from the
     targets' ``size``), in pixels, as float of ``ref``'s dtype."""
-    assert batch_data_samples is not None, 'SMCA needs the image sizes (batch_data_samples)'
+    if batch_data_samples is None:
+        raise ValueError('SMCA needs the image sizes: pass batch_data_samples')
     return ref.new_tensor([[s.img_shape[1], s.img_shape[0]] for s in batch_data_samples])
 
 
-@MODELS.register_module()
-class SMCADETR(DETR):
-    """Single-scale SMCA-DETR, numerically equal to the official code (commit e4df3ab).
+class SMCADecoderLayerBase(LeanDetrTransformerDecoderLayer):
+    """DETR decoder layer with the input norm of SMCA's prior (official ``norm4``).
 
-    Reuses mmdet's DETR pipeline (masks, sine positional encoding, DETR encoder, built by
-    default as :class:`LeanDetrTransformerEncoder`, equal but faster); the decoder is
-    :class:`SMCATransformerDecoder` and the head :class:`SMCAHead`.
-
-    Official conventions that change numbers (kept so converted official weights match):
-    the Gaussian centre is ``sigmoid(logits) * (w, h) / 32`` in C5 cells (stride fixed by
-    ``decoder.feat_stride``); grid cells are integer indices (no +0.5); the sine encoding has no
-    -0.5 offset; ``num_classes + 1`` logits with a never-positive no-object slot.
+    Post-norm, as the official code: ``prior_norm(query + query_pos)`` feeds the priors'
+    offsets/scales (computed from the layer *input*), then self-attention -> ``norms.0``,
+    Gaussian-modulated co-attention -> ``norms.1``, FFN -> ``norms.2``. Subclasses build their
+    priors in :meth:`_init_priors` and list them in :meth:`priors`.
 
     Args:
-        feat_level: Which neck output feeds the transformer. ``-1`` (default, as DETR) is the
-            last one; with an FPN neck, ``0`` selects the finest map (P3 of C3-C5), which keeps
-            a fine grid for the Gaussian while carrying the deeper levels' semantics.
+        gaussian_prior_cfg: Config of each prior; ``type`` defaults to ``SMCAGaussianPrior``,
+            ``embed_dims`` / ``num_heads`` to those of the layer and its co-attention.
+        **kwargs: ``self_attn_cfg``, ``cross_attn_cfg``, ``ffn_cfg``, ``norm_cfg``, ``init_cfg``
+            of mmdet's ``DetrTransformerDecoderLayer``.
+    """
+
+    def __init__(self,
+                 gaussian_prior_cfg: OptConfigType = dict(scale_type='head_xy', smooth=8.0),
+                 **kwargs) -> None:
+        check_heads(kwargs.get('self_attn_cfg'), 'SMCA decoder self_attn_cfg')
+        check_heads(kwargs.get('cross_attn_cfg'), 'SMCA decoder cross_attn_cfg')
+        self.gaussian_prior_cfg = dict(gaussian_prior_cfg or {})
+        super().__init__(**kwargs)
+
+    def _init_layers(self) -> None:
+        """DETR layer (attentions, FFN, norms), the prior's input norm, then the priors."""
+        super()._init_layers()
+        self.prior_norm = build_norm_layer(self.norm_cfg, self.embed_dims)[1]
+        self._init_priors()
+
+    def _init_priors(self) -> None:
+        raise NotImplementedError
+
+    def priors(self) -> List[BaseModule]:
+        """The Gaussian priors of this layer (one per feature scale)."""
+        raise NotImplementedError
+
+    def _build_prior(self) -> BaseModule:
+        return build_module(self.gaussian_prior_cfg, 'SMCAGaussianPrior',
+                            embed_dims=self.embed_dims, num_heads=self.cross_attn.num_heads)
+
+    def _self_attention(self, query: Tensor, query_pos: Tensor,
+                        self_attn_mask: Optional[Tensor]) -> Tensor:
+        """Self-attention among the queries, then ``norms.0``; (bs, num_queries, dim)."""
+        query = self.self_attn(
+            query=query, key=query, value=query, query_pos=query_pos, key_pos=query_pos,
+            attn_mask=self_attn_mask)
+        return self.norms[0](query)
+
+    def _feed_forward(self, query: Tensor) -> Tensor:
+        """FFN, then ``norms.2``; (bs, num_queries, dim)."""
+        return self.norms[2](self.ffn(query))
+
+
+class SMCADecoderBase(DetrTransformerDecoder):
+    """SMCA decoder: layers, the shared Gaussian centre and the post-norm.
+
+    The centre is predicted once, from layer 0's ``prior_norm(query_pos)`` (official ``point1``
+    MLP), as ``sigmoid(logits) * (w, h)`` in input pixels; :meth:`centres_in_cells` maps it to
+    the feature grid(s) and every layer reuses it. The box head adds the same logits to every
+    layer's (cx, cy).
+
+    Args:
+        num_layers: Decoder layers.
+        layer_cfg: Layer config; ``type`` defaults to the class's ``default_layer_type``.
+        post_norm_cfg: Norm applied to every returned layer output (official ``decoder.norm``).
+        return_intermediate: Return all layer outputs (needed for the auxiliary losses).
+        init_cfg: Usual mmengine init config.
+    """
+
+    default_layer_type: str
+
+    def _init_layers(self) -> None:
+        """Build the layers (registry, so the layer type is swappable) and the centre MLP."""
+        if self.num_layers < 1:
+            raise ValueError('SMCA needs at least one decoder layer (layer 0 predicts the centre)')
+        self.layers = ModuleList([
+            build_module(self.layer_cfg, self.default_layer_type) for _ in range(self.num_layers)
+        ])
+        self.embed_dims = self.layers[0].embed_dims
+        # Official point1 = MLP(d, d, 2, 3) on the object query: the shared centre logits.
+        self.ref_point_head = MLP(self.embed_dims, self.embed_dims, 2, 3)
+        self.post_norm = build_norm_layer(self.post_norm_cfg, self.embed_dims)[1]
+
+    def predict_centre_logits(self, query: Tensor, query_pos: Tensor) -> Tensor:
+        """Centre logits (x, y) of every query, (bs, num_queries, 2), before the sigmoid."""
+        return self.ref_point_head(self.layers[0].prior_norm(query + query_pos))
+
+    def centres_in_cells(self, centre_px: Tensor):
+        """Map (bs, num_queries, 2) centres in input pixels to the layers' feature cells."""
+        raise NotImplementedError
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, query_pos: Tensor,
+                key_pos: Tensor, key_padding_mask: Optional[Tensor], img_wh: Tensor,
+                **kwargs):
+        """Run all decoder layers.
+
+        Args:
+            query: (bs, num_queries, dim), zeros.
+            key / value: (bs, num_tokens, dim) encoder memory.
+            query_pos: (bs, num_queries, dim) object queries.
+            key_pos: (bs, num_tokens, dim) memory positional encoding.
+            key_padding_mask: (bs, num_tokens) True = padding, or None.
+            img_wh: (bs, 2) unpadded input size (w, h) of every image, in pixels.
+            **kwargs: Passed to every layer (the feature map shape(s)).
+
+        Returns:
+            tuple[Tensor, Tensor]: hidden states (num_layers, bs, num_queries, dim) after
+            ``post_norm`` (only the last layer when ``return_intermediate`` is False), and the
+            centre logits (bs, num_queries, 2).
+        """
+        centre_logits = self.predict_centre_logits(query, query_pos)
+        centres = self.centres_in_cells(centre_logits.sigmoid() * img_wh[:, None, :])
+        intermediate = []
+        for layer in self.layers:
+            query = layer(query, key=key, value=value, query_pos=query_pos, key_pos=key_pos,
+                          key_padding_mask=key_padding_mask, centres=centres, **kwargs)
+            if self.return_intermediate:
+                intermediate.append(self.post_norm(query))
+        if self.return_intermediate:
+            return torch.stack(intermediate), centre_logits
+        return self.post_norm(query).unsqueeze(0), centre_logits
+
+
+class SMCADETRBase(DETR):
+    """DETR with SMCA's encoder, decoder and object queries.
+
+    Official query layout: ``num_queries x embed_dims`` positional queries; the content starts
+    at zero (mmdet's ``DETR.pre_decoder``). Subclasses set ``default_encoder_type`` /
+    ``default_decoder_type`` and provide ``pre_transformer`` for their feature map(s).
+
+    Args:
         *args, **kwargs: Those of :class:`mmdet.models.DETR`.
     """
 
-    def __init__(self, *args, feat_level: int = -1, **kwargs) -> None:
-        self.feat_level = feat_level
-        super().__init__(*args, **kwargs)
-        num_outs = getattr(self.neck, 'num_outs', None) if self.with_neck else None
-        if num_outs is not None and not -num_outs <= feat_level < num_outs:
-            raise ValueError(f'feat_level={feat_level} but the neck returns {num_outs} map(s); '
-                             'set feat_level within range or change neck.num_outs')
+    default_encoder_type: str
+    default_decoder_type: str
 
     def _init_layers(self) -> None:
-        """Build positional encoding, encoder, SMCA decoder and the object queries."""
+        """Positional encoding, encoder, SMCA decoder and the object queries."""
         check_heads(self.encoder.get('layer_cfg', {}).get('self_attn_cfg'),
                     'SMCA encoder self_attn_cfg')
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
-        self.encoder = build_module(self.encoder, 'LeanDetrTransformerEncoder')
-        self.decoder = build_module(self.decoder, 'SMCATransformerDecoder')
+        self.encoder = build_module(self.encoder, self.default_encoder_type)
+        self.decoder = build_module(self.decoder, self.default_decoder_type)
         self.embed_dims = self.decoder.embed_dims
         if self.encoder.embed_dims != self.embed_dims:
             raise ValueError(f'encoder embed_dims ({self.encoder.embed_dims}) != decoder '
                              f'embed_dims ({self.embed_dims})')
-        # Official query_embed: Q x d positional queries; the content starts at zero.
         self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
         num_feats = self.positional_encoding.num_feats
         if num_feats * 2 != self.embed_dims:
@@ -83,26 +234,14 @@ class SMCADETR(DETR):
             if isinstance(m, (SMCAGaussianPrior, SMCAScaleSelection)):
                 m.init_weights()
 
-    def pre_transformer(self, img_feats: Tuple[Tensor],
-                        batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
-        """DETR's flattening/masks/positional encoding plus what the Gaussian needs.
-
-        Returns:
-            tuple[dict, dict]: encoder inputs (``feat`` (bs, H*W, d), ``feat_mask`` (bs, H*W)
-            or None, ``feat_pos``) and decoder inputs (``memory_mask``, ``memory_pos``,
-            ``img_wh`` (bs, 2), ``spatial_shape`` (H, W)).
-        """
-        feat = img_feats[self.feat_level]
-        encoder_inputs, decoder_inputs = super().pre_transformer((feat, ), batch_data_samples)
-        decoder_inputs.update(
-            img_wh=_img_wh(batch_data_samples, feat),
-            spatial_shape=tuple(feat.shape[-2:]))
-        return encoder_inputs, decoder_inputs
-
     def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
                         memory_mask: Optional[Tensor], memory_pos: Tensor, img_wh: Tensor,
-                        spatial_shape: Tuple[int, int]) -> Dict:
+                        **feature_shapes) -> Dict:
         """Run the SMCA decoder.
+
+        Args:
+            feature_shapes: ``spatial_shape`` (single scale) or ``spatial_shapes``, from
+                ``pre_transformer``.
 
         Returns:
             dict: ``hidden_states`` (num_layers, bs, num_queries, d) and ``references``
@@ -110,104 +249,5 @@ class SMCADETR(DETR):
         """
         hidden_states, references = self.decoder(
             query=query, key=memory, value=memory, query_pos=query_pos, key_pos=memory_pos,
-            key_padding_mask=memory_mask, img_wh=img_wh, spatial_shape=spatial_shape)
-        return dict(hidden_states=hidden_states, references=references)
-
-
-@MODELS.register_module()
-class SMCAMultiScaleDETR(SMCADETR):
-    """Multi-scale SMCA-DETR as described in the paper (section 3.3).
-
-    Features at strides 16/32/64 (C4, C5 and a stride-2 conv on C5, built by the neck), an
-    intra/multi-scale self-attention encoder (:class:`SMCAMultiScaleEncoder`), and a decoder
-    with per-scale Gaussian priors, per-scale softmax and per-query scale selection
-    (:class:`SMCAMultiScaleDecoder`). A learnt level embedding is added to every level's sine
-    encoding so the multi-scale layers can tell scales apart.
-
-    Args:
-        num_feature_levels: Number of feature scales given by the neck.
-        **kwargs: :class:`DetectionTransformer` arguments.
-    """
-
-    def __init__(self, *args, num_feature_levels: int = 3, **kwargs) -> None:
-        self.num_feature_levels = num_feature_levels
-        super().__init__(*args, **kwargs)
-
-    def _init_layers(self) -> None:
-        """Positional encoding, multi-scale encoder/decoder, level embedding, queries."""
-        check_heads(self.encoder.get('layer_cfg', {}).get('self_attn_cfg'),
-                    'SMCA encoder self_attn_cfg')
-        self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
-        self.encoder = build_module(self.encoder, 'SMCAMultiScaleEncoder')
-        self.decoder = build_module(self.decoder, 'SMCAMultiScaleDecoder')
-        self.embed_dims = self.decoder.embed_dims
-        if self.encoder.embed_dims != self.embed_dims:
-            raise ValueError(f'encoder embed_dims ({self.encoder.embed_dims}) != decoder '
-                             f'embed_dims ({self.embed_dims})')
-        if len(self.decoder.feat_strides) != self.num_feature_levels:
-            raise ValueError(f'decoder.feat_strides {self.decoder.feat_strides} must have '
-                             f'num_feature_levels={self.num_feature_levels} entries')
-        self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims)
-        self.level_embed = nn.Parameter(torch.empty(self.num_feature_levels, self.embed_dims))
-        if self.positional_encoding.num_feats * 2 != self.embed_dims:
-            raise ValueError('positional_encoding.num_feats must be embed_dims / 2')
-
-    def init_weights(self) -> None:
-        """SMCA init plus a small normal init of the level embedding (breaks the symmetry
-        between scales for the multi-scale self-attention)."""
-        super().init_weights()
-        nn.init.normal_(self.level_embed)
-
-    def pre_transformer(self, mlvl_feats: Tuple[Tensor],
-                        batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
-        """Flatten every level, with per-level padding masks and (sine + level) encodings.
-
-        Args:
-            mlvl_feats: Neck outputs, (bs, d, H_l, W_l) per level, strides ascending.
-            batch_data_samples: Data samples (``batch_input_shape``, ``img_shape``).
-
-        Returns:
-            tuple[dict, dict]: encoder inputs (``feat``, ``feat_mask``, ``feat_pos``,
-            ``spatial_shapes``) and decoder inputs (``memory_mask``, ``memory_pos``,
-            ``img_wh``, ``spatial_shapes``).
-        """
-        if len(mlvl_feats) != self.num_feature_levels:
-            raise ValueError(f'expected {self.num_feature_levels} feature levels, '
-                             f'got {len(mlvl_feats)}')
-        bs = mlvl_feats[0].size(0)
-        input_h, input_w = batch_data_samples[0].batch_input_shape
-        img_masks = mlvl_feats[0].new_ones((bs, input_h, input_w))
-        for i, sample in enumerate(batch_data_samples):
-            h, w = sample.img_shape[:2]
-            img_masks[i, :h, :w] = 0
-        feats, masks, poss, shapes = [], [], [], []
-        for lvl, feat in enumerate(mlvl_feats):
-            # Nearest down-sampling of the image mask, as DETR/Deformable DETR (True = padding).
-            mask = F.interpolate(img_masks[None], size=feat.shape[-2:]).to(torch.bool)[0]
-            pos = self.positional_encoding(mask)
-            shapes.append(tuple(feat.shape[-2:]))
-            feats.append(feat.flatten(2).transpose(1, 2))
-            masks.append(mask.flatten(1))
-            poss.append(pos.flatten(2).transpose(1, 2).to(feat.dtype) +
-                        self.level_embed[lvl].view(1, 1, -1))
-        feat, mask, pos = torch.cat(feats, 1), torch.cat(masks, 1), torch.cat(poss, 1)
-        encoder_inputs = dict(feat=feat, feat_mask=mask, feat_pos=pos, spatial_shapes=shapes)
-        decoder_inputs = dict(memory_mask=mask, memory_pos=pos, spatial_shapes=shapes,
-                              img_wh=_img_wh(batch_data_samples, feat))
-        return encoder_inputs, decoder_inputs
-
-    def forward_encoder(self, feat: Tensor, feat_mask: Tensor, feat_pos: Tensor,
-                        spatial_shapes) -> Dict:
-        """Intra/multi-scale encoder; returns ``memory`` (bs, sum H_l*W_l, d)."""
-        memory = self.encoder(query=feat, query_pos=feat_pos, key_padding_mask=feat_mask,
-                              spatial_shapes=spatial_shapes)
-        return dict(memory=memory)
-
-    def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
-                        memory_mask: Tensor, memory_pos: Tensor, img_wh: Tensor,
-                        spatial_shapes) -> Dict:
-        """Multi-scale SMCA decoder; same outputs as :meth:`SMCADETR.forward_decoder`."""
-        hidden_states, references = self.decoder(
-            query=query, key=memory, value=memory, query_pos=query_pos, key_pos=memory_pos,
-            key_padding_mask=memory_mask, img_wh=img_wh, spatial_shapes=spatial_shapes)
+            key_padding_mask=memory_mask, img_wh=img_wh, **feature_shapes)
         return dict(hidden_states=hidden_states, references=references)

@@ -5,7 +5,7 @@ from torch import nn
 
 from mmdet.registry import MODELS
 from mmdet_ddetr.models.smca import SMCAGaussianPrior, canonical_scale_type
-from mmdet_ddetr.models.smca.smca_layers import add_padding_mask
+from mmdet_ddetr.models.smca.base import add_padding_mask
 from tests.models.smca.common import small_smca_cfg
 
 
