@@ -22,7 +22,6 @@ Softmax, additions and the computation of sampling locations are element-wise an
 fvcore, not counted.
 """
 import contextlib
-import inspect
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -143,12 +142,8 @@ def msda_as_single_op(model: nn.Module) -> Iterator[int]:
 
 
 class TensorForward(nn.Module):
-    """``detector`` as a module ``f(images) -> head outputs`` for tracing.
-
-    mmdet's ``mode='tensor'`` passes every key of the transformer's head inputs to
-    ``bbox_head.forward``, which fails for heads that do not accept the two-stage keys; here
-    only the keys the head's ``forward`` declares are passed.
-    """
+    """``detector`` as a module ``f(images) -> head outputs`` for tracing (mmdet's
+    ``mode='tensor'`` with the data samples bound)."""
 
     def __init__(self, detector: nn.Module, data_samples: Sequence[DetDataSample]) -> None:
         super().__init__()
@@ -156,16 +151,7 @@ class TensorForward(nn.Module):
         self._data_samples = list(data_samples)
 
     def forward(self, inputs: Tensor):
-        det = self.detector
-        feats = det.extract_feat(inputs)
-        if not hasattr(det, 'forward_transformer'):
-            # Not a DETR-like model: mmdet's generic tensor mode.
-            return det._forward(inputs, self._data_samples)
-        head_inputs = det.forward_transformer(feats, self._data_samples)
-        params = inspect.signature(det.bbox_head.forward).parameters
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            head_inputs = {k: v for k, v in head_inputs.items() if k in params}
-        return det.bbox_head.forward(**head_inputs)
+        return self.detector._forward(inputs, self._data_samples)
 
 
 def dummy_inputs(height: int, width: int, batch: int = 1,

@@ -86,9 +86,16 @@ def build_converted_model(fixture: Dict[str, Any]) -> nn.Module:
 def run_model(model: nn.Module, fixture: Dict[str, Any]) -> Dict[str, Any]:
     """Transformer stages + head outputs on the stored features."""
     feats = tuple(f.double() for f in fixture['inputs']['features'])
+    # The detector hands the two-stage encoder outputs to the head only in training, as
+    # mmdet's; raise the detector's own flag (every submodule stays in eval mode) to get them.
+    model.training = True
+    try:
+        with torch.no_grad():
+            img_feats = model.neck(feats)
+            head_inputs = model.forward_transformer(img_feats, data_samples(fixture))
+    finally:
+        model.training = False
     with torch.no_grad():
-        img_feats = model.neck(feats)
-        head_inputs = model.forward_transformer(img_feats, data_samples(fixture))
         cls_scores, bbox_preds = model.bbox_head(head_inputs['hidden_states'],
                                                  head_inputs['references'])
     return dict(head_inputs=head_inputs, cls_scores=cls_scores, bbox_preds=bbox_preds)

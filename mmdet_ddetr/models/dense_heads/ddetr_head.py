@@ -1,7 +1,7 @@
 """Prediction head of Deformable DETR: per-decoder-layer class and box branches, set-prediction
 losses (Hungarian matching; sigmoid focal, L1 and GIoU), and the encoder-proposal loss of the
 two-stage variant."""
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from torch import Tensor
@@ -9,7 +9,6 @@ from torch.nn import Linear
 
 from mmdet.models.dense_heads import DeformableDETRHead
 from mmdet.registry import MODELS
-from mmdet.structures import SampleList
 from mmdet.utils import InstanceList, OptInstanceList
 from .official_criterion import OfficialCriterionMixin
 
@@ -78,22 +77,6 @@ class DDETRHead(OfficialCriterionMixin, DeformableDETRHead):
                                         fp32(all_layers_bbox_preds), fp32(enc_cls_scores),
                                         fp32(enc_bbox_preds), batch_gt_instances,
                                         batch_img_metas, batch_gt_instances_ignore)
-
-    def forward(self, hidden_states: Tensor, references: List[Tensor],
-                enc_outputs_class: Optional[Tensor] = None,
-                enc_outputs_coord: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        """Per-layer class logits (num_layers, bs, num_queries, num_classes) and boxes
-        (num_layers, bs, num_queries, 4); the encoder proposal outputs are accepted (the
-        detector hands over one dict, e.g. to ``_forward`` / FLOPs counting) and unused."""
-        return super().forward(hidden_states, references)
-
-    def predict(self, hidden_states: Tensor, references: List[Tensor],
-                batch_data_samples: SampleList, rescale: bool = True,
-                enc_outputs_class: Optional[Tensor] = None,
-                enc_outputs_coord: Optional[Tensor] = None) -> InstanceList:
-        """Detections of the last decoder layer; the encoder proposal outputs (two-stage) are
-        accepted so the detector can hand over one dict, and are not used."""
-        return super().predict(hidden_states, references, batch_data_samples, rescale)
 
 
 __all__ = ['DDETRHead']

@@ -243,8 +243,10 @@ class DDETR(DetectionTransformer):
 
         Returns:
             tuple[dict, dict]: decoder inputs (``query``, ``query_pos``, ``memory``,
-            ``reference_points``) and head inputs (``enc_outputs_class`` (bs, num_tokens, C),
-            ``enc_outputs_coord`` (bs, num_tokens, 4), both None for one-stage).
+            ``reference_points``) and head inputs: in training, the encoder proposal outputs
+            for the two-stage loss (``enc_outputs_class`` (bs, num_tokens, C),
+            ``enc_outputs_coord`` (bs, num_tokens, 4), both None for one-stage); empty at
+            inference, where the head does not use them (as mmdet's ``DeformableDETR``).
         """
         bs = memory.size(0)
         if self.as_two_stage:
@@ -267,7 +269,7 @@ class DDETR(DetectionTransformer):
         decoder_inputs_dict = dict(query=query, query_pos=query_pos, memory=memory,
                                    reference_points=reference_points)
         head_inputs_dict = dict(enc_outputs_class=enc_outputs_class,
-                                enc_outputs_coord=enc_outputs_coord)
+                                enc_outputs_coord=enc_outputs_coord) if self.training else {}
         return decoder_inputs_dict, head_inputs_dict
 
     def forward_decoder(self, query: Tensor, query_pos: Tensor, memory: Tensor,
