@@ -28,7 +28,7 @@ import json
 import os
 import os.path as osp
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -39,9 +39,6 @@ from ..utils.atomic_io import atomic_open
 GENERATOR_VERSION = 1
 
 CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'star', 'ellipse')
-# Fixed, well separated colours for visualisation only (the images use random colours).
-PALETTE: Tuple[Tuple[int, int, int], ...] = ((220, 20, 60), (0, 130, 200), (60, 180, 75),
-                                             (255, 180, 0), (145, 30, 180))
 SPLITS: Tuple[str, ...] = ('train', 'val')
 MANIFEST_NAME = 'manifest.json'
 # Distinct integer per split so that the train and val random streams never coincide.
@@ -392,8 +389,3 @@ def generate_synthetic_dataset(out_dir: str,
     if verbose:
         print(f'[synthetic] done: {counts}')
     return manifest
-
-
-def class_names() -> Sequence[str]:
-    """Class names in category-id order (id = position + 1)."""
-    return CLASSES

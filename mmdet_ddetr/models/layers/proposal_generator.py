@@ -62,10 +62,6 @@ class DDETRProposalGenerator(BaseModule):
         nn.init.xavier_uniform_(self.memory_trans_fc.weight)
         nn.init.xavier_uniform_(self.pos_trans_fc.weight)
 
-    def score_channels(self, num_classes: int) -> int:
-        """Width of the encoder classification branch for this ranking."""
-        return 1 if self.scoring == 'objectness' else num_classes
-
     def proposals(self, memory: Tensor, memory_mask: Optional[Tensor],
                   spatial_shape_list: Sequence[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
         """One proposal per encoder token.
