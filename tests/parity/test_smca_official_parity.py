@@ -1,21 +1,17 @@
 """Single-scale SMCA equals the official code (gaopengcuhk/SMCA-DETR e4df3ab) on the shared
 fixture: outputs, aux outputs, Gaussian priors, losses, matchings, detections."""
-from pathlib import Path
-
 import pytest
 import torch
 
 from mmdet_ddetr.parity.smca import FAMILY, build_converted_model, check, data_samples
+from tests.conftest import official_fixture
 
-FIXTURE_DIR = Path(__file__).resolve().parents[3] / '..' / 'shared' / 'fixtures' / 'official'
-FIXTURES = sorted(FIXTURE_DIR.glob('smca_*.pt'))
-
-pytestmark = pytest.mark.skipif(not FIXTURES, reason=f'no smca_*.pt fixture in {FIXTURE_DIR}')
+SMCA_FIXTURES = ['smca_single_scale.pt']
 
 
-@pytest.fixture(scope='module', params=FIXTURES, ids=lambda p: p.name)
+@pytest.fixture(scope='module', params=SMCA_FIXTURES)
 def fixture(request):
-    return torch.load(request.param, map_location='cpu', weights_only=True)
+    return official_fixture(request.param)
 
 
 def test_float64_parity(fixture):

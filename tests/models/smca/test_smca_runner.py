@@ -77,5 +77,16 @@ def test_runner_train_and_val(tiny_data, tmp_path, multi_scale):
     after = runner.model.state_dict()
     assert any(not torch.equal(v, after[k]) for k, v in before.items())  # prior params learn
     metrics = runner.val()
-    assert 'coco/bbox_mAP' in metrics and metrics['coco/bbox_mAP'] >= 0
+    assert 0 <= metrics['coco/bbox_mAP'] <= 1
+    # the evaluated detections: max_per_img per image, ranked, in the original image
+    runner.model.eval()
+    with torch.no_grad():
+        results = runner.model.val_step(next(iter(runner.val_dataloader)))
+    for result in results:
+        pred = result.pred_instances
+        h, w = result.ori_shape
+        assert len(pred) == 10 and (pred.scores[:-1] >= pred.scores[1:]).all()
+        assert ((pred.labels >= 0) & (pred.labels < 5)).all()
+        assert (pred.bboxes >= 0).all() and (pred.bboxes[:, 0::2] <= w).all()
+        assert (pred.bboxes[:, 1::2] <= h).all()
     assert (tmp_path / 'epoch_1.pth').is_file()
