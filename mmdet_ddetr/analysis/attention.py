@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ..models.layers.lean_attention import LeanMultiheadAttention
+from ..models.layers.efficient import LeanMultiheadAttention
 from ..models.layers.ms_deform_attn import MSDeformAttention
 
 

@@ -1,3 +1,3 @@
-from .ddetr import DDETR, valid_ratio
+from .ddetr import DDETR
 
-__all__ = ['DDETR', 'valid_ratio']
+__all__ = ['DDETR']

@@ -14,7 +14,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 from ..layers.ms_deform_attn import MSDeformAttention
-from ..utils import build_module
+from ..utils import build_module, valid_ratio
 
 
 @MODELS.register_module()
@@ -293,16 +293,4 @@ class DDETR(DetectionTransformer):
                     references=[reference_points, *inter_references])
 
 
-def valid_ratio(mask: Tensor) -> Tensor:
-    """(bs, 2) valid (w, h) fraction of a (bs, H, W) padding mask (True = padding).
-
-    Counted along the first row/column (padding is bottom/right); float32 as in the official
-    code whatever the model dtype.
-    """
-    _, h, w = mask.shape
-    valid_h = (~mask[:, :, 0]).sum(1).float() / h
-    valid_w = (~mask[:, 0, :]).sum(1).float() / w
-    return torch.stack([valid_w, valid_h], -1)
-
-
-__all__ = ['DDETR', 'valid_ratio']
+__all__ = ['DDETR']

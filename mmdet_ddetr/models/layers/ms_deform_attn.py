@@ -22,7 +22,7 @@ from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
 from torch import Tensor
 
 from mmdet.registry import MODELS
-from .fast_dropout import use_fast_dropout
+from ..utils.fast_dropout import use_fast_dropout
 from .ms_deform_sampling import ms_deform_sample
 
 # dtypes mmcv's compiled kernel implements; anything else runs as a float32 island.
@@ -54,7 +54,7 @@ class MSDeformAttention(MultiScaleDeformableAttention):
     (bs, num_query, heads, levels, points, 2) and ``attention_weights``
     (bs, num_query, heads, levels, points) in :attr:`last_sampling`; recording only stores
     references and never changes the output. The output dropout draws its CPU mask with
-    :func:`~mmdet_ddetr.models.layers.fast_dropout.fast_dropout`.
+    :func:`~mmdet_ddetr.models.utils.fast_dropout.fast_dropout`.
     """
 
     def __init__(self, *args, **kwargs) -> None:

@@ -4,7 +4,7 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from mmdet_ddetr.models.layers.fast_dropout import (FastDropout, dropped_levels, fast_dropout,
+from mmdet_ddetr.models.utils.fast_dropout import (FastDropout, dropped_levels, fast_dropout,
                                                     use_fast_dropout)
 
 

@@ -4,25 +4,14 @@ mmdet's ``DetrTransformerEncoderLayer`` / ``DetrTransformerDecoderLayer`` with t
 and FFN dropouts swapped: same config arguments, same submodules in the same construction order
 (so the same initial weights for a seed), same state-dict keys, same outputs; faster on CPU.
 """
-from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.transformer import FFN
-from mmengine.model import BaseModule, ModuleList
+from mmengine.model import ModuleList
 
 from mmdet.models.layers.transformer import (DetrTransformerDecoderLayer,
                                              DetrTransformerEncoder,
                                              DetrTransformerEncoderLayer)
 from mmdet.registry import MODELS
 
-from ..utils import build_module
-from .fast_dropout import use_fast_dropout
-
-
-def add_ffn_and_norms(layer: BaseModule, num_norms: int) -> None:
-    """Give a DETR-style layer (with ``ffn_cfg``, ``norm_cfg`` and ``embed_dims`` set) its
-    ``ffn``, with fast CPU dropout, and ``num_norms`` post-norms, in mmdet's order."""
-    layer.ffn = use_fast_dropout(FFN(**layer.ffn_cfg))
-    layer.norms = ModuleList(
-        [build_norm_layer(layer.norm_cfg, layer.embed_dims)[1] for _ in range(num_norms)])
+from ...utils import add_ffn_and_norms, build_module
 
 
 @MODELS.register_module()

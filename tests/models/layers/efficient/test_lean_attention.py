@@ -7,12 +7,11 @@ from mmcv.cnn.bricks.transformer import MultiheadAttention
 
 from mmdet.models.layers.transformer import (DetrTransformerDecoderLayer,
                                              DetrTransformerEncoderLayer)
-from mmdet_ddetr.models.layers import fast_dropout as fast_dropout_module
-from mmdet_ddetr.models.layers import lean_attention
-from mmdet_ddetr.models.layers.lean_attention import LeanMultiheadAttention
-from mmdet_ddetr.models.layers.lean_detr_layers import (LeanDetrTransformerDecoderLayer,
-                                                        LeanDetrTransformerEncoder,
-                                                        LeanDetrTransformerEncoderLayer)
+from mmdet_ddetr.models.layers.efficient import (LeanDetrTransformerDecoderLayer,
+                                                 LeanDetrTransformerEncoder,
+                                                 LeanDetrTransformerEncoderLayer,
+                                                 LeanMultiheadAttention, lean_attention)
+from mmdet_ddetr.models.utils import fast_dropout as fast_dropout_module
 
 BS, NQ, NK, DIM, HEADS = 2, 7, 11, 32, 4
 
