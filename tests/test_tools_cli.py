@@ -41,3 +41,21 @@ def test_generator_cli_writes_and_reuses(tmp_path):
         assert len(json.load(f)['images']) == 2
     second = _run(*args)
     assert second.returncode == 0 and 'nothing to do' in second.stdout
+
+
+@pytest.mark.parametrize('missing', ['config', 'checkpoint'])
+def test_test_tool_checks_paths_before_building(tmp_path, missing):
+    """tools/test.py names a missing config or checkpoint as a usage error, before it builds
+    the model or reads any data (the work dir is never created)."""
+    config = osp.join(ROOT, 'configs', 'deformable_detr',
+                      'deformable-detr_r18_1xb8-quickstart_synthetic.py')
+    checkpoint = tmp_path / 'epoch_1.pth'
+    if missing == 'config':
+        config = str(tmp_path / 'nope.py')
+        checkpoint.write_bytes(b'')
+    proc = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'test.py'), config,
+                           str(checkpoint), '--work-dir', str(tmp_path / 'work')],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert f'{missing} ' in proc.stderr and 'does not exist' in proc.stderr
+    assert not (tmp_path / 'work').exists()

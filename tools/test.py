@@ -7,10 +7,6 @@ Example::
 import argparse
 import os
 import os.path as osp
-import sys
-
-# Run from a source checkout without installing: make the repository root importable.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults  # noqa: E402
@@ -40,6 +36,11 @@ def parse_args() -> argparse.Namespace:
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
+    # Fail before building the model and the data (minutes for a COCO model).
+    if not osp.isfile(args.config):
+        parser.error(f'config file {args.config!r} does not exist')
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
+        parser.error(f'checkpoint {args.checkpoint!r} does not exist (check the path)')
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args

@@ -7,10 +7,6 @@ Example::
 import argparse
 import os
 import os.path as osp
-import sys
-
-# Run from a source checkout without installing: make the repository root importable.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402

@@ -30,6 +30,8 @@ from typing import Callable, Dict, List, Tuple
 
 import torch
 
+from mmdet_ddetr.utils.cli import add_verbose_argument, quiet_init_log
+
 VARIANTS = {
     'plain': dict(),
     'single-scale': dict(single_scale=True),
@@ -57,6 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--skip-infer', action='store_true')
+    add_verbose_argument(parser)
     args = parser.parse_args()
     if args.iters < 1 or args.warmup < 0 or args.batch_size < 1:
         parser.error('--iters and --batch-size must be >= 1, --warmup >= 0')
@@ -290,6 +293,7 @@ def main() -> None:
     import mmdet_ddetr  # noqa: F401
     from mmengine.registry import DefaultScope
     DefaultScope.get_instance('benchmark_vs_mmdet', scope_name='mmdet')
+    quiet_init_log(args.verbose)
     print(f'device={args.device} threads={torch.get_num_threads()} batch={args.batch_size} '
           f'img={args.img_size[0]}x{args.img_size[1]} queries={args.num_queries} '
           f'iters={args.iters} warmup={args.warmup} torch={torch.__version__}')

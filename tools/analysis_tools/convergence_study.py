@@ -34,7 +34,6 @@ from typing import Dict, List, Optional, Sequence
 from mmdet_ddetr.utils.cli import checked, positive_int
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, REPO)
 
 CONFIG_DIR = osp.join(REPO, 'configs', 'convergence_study')
 #: Study name -> (config file in configs/convergence_study, legend label).

@@ -27,13 +27,11 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 from typing import List, Optional, Sequence, Tuple
 
 from mmdet_ddetr.utils.atomic_io import atomic_open
-from mmdet_ddetr.utils.cli import positive_int
+from mmdet_ddetr.utils.cli import add_verbose_argument, positive_int, quiet_init_log
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 #: Default input size (H, W): see docs/analysis.md, "Which input size".
 DEFAULT_SHAPE = (800, 1066)
@@ -59,6 +57,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', help='also write the report as JSON to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, e.g. model.num_queries=100')
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')
@@ -115,14 +114,9 @@ def build_detector(config: str, cfg_options=None, device: str = 'cpu'):
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    import logging
-
-    from mmengine.logging import MMLogger
-
     from mmdet_ddetr.analysis.flops import average_report, count_flops, gflops
 
-    # init_weights logs every parameter at INFO.
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    quiet_init_log(args.verbose)
     model = build_detector(args.config, args.cfg_options, args.device)
     if args.coco_ann:
         shapes = coco_shapes(args.coco_ann, args.num_images)

@@ -15,10 +15,7 @@ Examples::
 """
 import argparse
 import os.path as osp
-import sys
 from typing import List, Optional, Sequence
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

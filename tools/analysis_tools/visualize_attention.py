@@ -29,12 +29,10 @@ Example::
 import argparse
 import os
 import os.path as osp
-import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from mmdet_ddetr.utils.cli import non_negative_float, positive_int
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from mmdet_ddetr.utils.cli import (add_verbose_argument, non_negative_float, positive_int,
+                                   quiet_init_log)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -57,6 +55,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--smca-scale', type=int, default=0,
                         help='scale drawn for multi-scale SMCA (default 0)')
     parser.add_argument('--device', default='cpu', help='device (default cpu)')
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file {args.config!r} does not exist')
@@ -240,10 +239,7 @@ def draw_smca(model, recorder, dets, image, args, out_dir) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     args = parse_args(argv)
-    import logging
-
     import torch
-    from mmengine.logging import MMLogger
 
     import mmdet_ddetr  # noqa: F401  (registers our models)
     from mmdet.apis import init_detector
@@ -251,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     from mmdet_ddetr.analysis.flops import TensorForward
     from mmdet_ddetr.models.layers.ms_deform_attn import MSDeformAttention
 
-    MMLogger.get_current_instance().setLevel(logging.WARNING)
+    quiet_init_log(args.verbose)
     model = init_detector(args.config, args.checkpoint, device=args.device)
     model.eval()
     inputs, samples, image = prepare_inputs(model, args.img)

@@ -16,17 +16,14 @@ import os.path as osp
 import sys
 from typing import Optional
 
-# Run from a source checkout without installing: make the repository root importable.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import mmcv
+import torch
+from mmengine.structures import InstanceData
 
-import mmcv  # noqa: E402
-import torch  # noqa: E402
-from mmengine.structures import InstanceData  # noqa: E402
-
-import mmdet_ddetr  # noqa: E402,F401  (registers the custom modules)
-from mmdet.apis import inference_detector, init_detector  # noqa: E402
-from mmdet.registry import VISUALIZERS  # noqa: E402
-from mmdet.structures import DetDataSample  # noqa: E402
+import mmdet_ddetr  # noqa: F401  (registers the custom modules)
+from mmdet.apis import inference_detector, init_detector
+from mmdet.registry import VISUALIZERS
+from mmdet.structures import DetDataSample
 
 
 def parse_args() -> argparse.Namespace:
