@@ -5,13 +5,13 @@ anything is written; outputs are written to a temporary file in the destination 
 renamed into place, so a crash or a kill never leaves a partial checkpoint behind.
 """
 import argparse
-import os
 import os.path as osp
-import tempfile
 from collections import OrderedDict
 from typing import Any, Dict
 
 import torch
+
+from ..utils.atomic_io import atomic_open
 
 
 class ConverterError(RuntimeError):
@@ -66,18 +66,8 @@ def check_destination(dst: str, overwrite: bool) -> None:
 def save_atomic(obj: Any, dst: str, overwrite: bool = False) -> None:
     """``torch.save`` to a temporary file beside ``dst``, then rename it into place."""
     check_destination(dst, overwrite)
-    folder = osp.dirname(osp.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(dst)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_open(dst, 'wb') as f:
+        torch.save(obj, f)
 
 
 def as_mmengine_checkpoint(state_dict: Dict[str, torch.Tensor],
