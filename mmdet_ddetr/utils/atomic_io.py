@@ -29,6 +29,28 @@ def fsync_dir(dirname: str) -> None:
 
 
 @contextlib.contextmanager
+def _replacing(path: str, suffix: str) -> Iterator[str]:
+    """Yield a fresh temporary file name beside ``path``; on a clean exit the file is fsync'ed
+    and renamed to ``path``, on an exception it is removed and ``path`` is left as it was."""
+    folder = osp.dirname(osp.abspath(path))
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f'cannot write {path!r}: folder {folder!r} does not exist '
+                                '(create it first)')
+    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    fsync_dir(folder)
+
+
+@contextlib.contextmanager
 def atomic_open(path: str, mode: str = 'wb', **kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path``.
 
@@ -43,22 +65,8 @@ def atomic_open(path: str, mode: str = 'wb', **kwargs) -> Iterator[IO]:
     """
     if mode not in ('w', 'wb'):
         raise ValueError(f'atomic_open writes whole files: mode must be "w" or "wb", not {mode!r}')
-    folder = osp.dirname(osp.abspath(path))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'cannot write {path!r}: folder {folder!r} does not exist '
-                                '(create it first)')
-    fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    fsync_dir(folder)
+    with _replacing(path, '.tmp') as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
@@ -67,20 +75,5 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
 
     The temporary name keeps ``path``'s extension, because some writers pick the format from it.
     """
-    folder = osp.dirname(osp.abspath(path))
-    if not osp.isdir(folder):
-        raise FileNotFoundError(f'cannot write {path!r}: folder {folder!r} does not exist '
-                                '(create it first)')
-    base, ext = osp.splitext(osp.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', suffix=f'.tmp{ext}', dir=folder)
-    os.close(fd)
-    try:
+    with _replacing(path, '.tmp' + osp.splitext(path)[1]) as tmp:
         write(tmp)
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    fsync_dir(folder)
