@@ -77,7 +77,8 @@ class SMCADecoderLayerBase(LeanDetrTransformerDecoderLayer):
     Post-norm, as the official code: ``prior_norm(query + query_pos)`` feeds the priors'
     offsets/scales (computed from the layer *input*), then self-attention -> ``norms.0``,
     Gaussian-modulated co-attention -> ``norms.1``, FFN -> ``norms.2``. Subclasses build their
-    priors in :meth:`_init_priors` and list them in :meth:`priors`.
+    priors in :meth:`_init_priors`, list them in :meth:`priors` and implement the
+    co-attention (:meth:`co_attention`).
 
     Args:
         gaussian_prior_cfg: Config of each prior; ``type`` defaults to ``SMCAGaussianPrior``,
@@ -111,16 +112,47 @@ class SMCADecoderLayerBase(LeanDetrTransformerDecoderLayer):
         return build_module(self.gaussian_prior_cfg, 'SMCAGaussianPrior',
                             embed_dims=self.embed_dims, num_heads=self.cross_attn.num_heads)
 
-    def _self_attention(self, query: Tensor, query_pos: Tensor,
-                        self_attn_mask: Optional[Tensor]) -> Tensor:
-        """Self-attention among the queries, then ``norms.0``; (bs, num_queries, dim)."""
+    def co_attention(self, query: Tensor, key: Tensor, value: Tensor, query_pos: Tensor,
+                     key_pos: Tensor, key_padding_mask: Optional[Tensor], prior_query: Tensor,
+                     centres, **feature_shapes) -> Tensor:
+        """Gaussian-modulated attention of the queries to the memory, residual included
+        (before ``norms.1``); (bs, num_queries, dim)."""
+        raise NotImplementedError
+
+    def forward(self,
+                query: Tensor,
+                key: Tensor,
+                value: Tensor,
+                query_pos: Tensor,
+                key_pos: Tensor,
+                key_padding_mask: Optional[Tensor],
+                centres,
+                self_attn_mask: Optional[Tensor] = None,
+                **feature_shapes) -> Tensor:
+        """Forward one decoder layer.
+
+        Args:
+            query: (bs, num_queries, dim) decoder content (zeros at layer 0).
+            key / value: (bs, num_tokens, dim) encoder memory.
+            query_pos: (bs, num_queries, dim) object queries (positional part).
+            key_pos: (bs, num_tokens, dim) positional encoding of the memory.
+            key_padding_mask: (bs, num_tokens) True = padding, or None.
+            centres: Gaussian centres (x, y) in feature-cell units, (bs, num_queries, 2) (one
+                per scale for multi-scale).
+            self_attn_mask: Optional (num_queries, num_queries) self-attention mask.
+            **feature_shapes: The feature map shape(s) the variant's co-attention needs.
+
+        Returns:
+            Tensor: (bs, num_queries, dim).
+        """
+        prior_query = self.prior_norm(query + query_pos)
         query = self.self_attn(
             query=query, key=query, value=query, query_pos=query_pos, key_pos=query_pos,
             attn_mask=self_attn_mask)
-        return self.norms[0](query)
-
-    def _feed_forward(self, query: Tensor) -> Tensor:
-        """FFN, then ``norms.2``; (bs, num_queries, dim)."""
+        query = self.norms[0](query)
+        query = self.co_attention(query, key, value, query_pos, key_pos, key_padding_mask,
+                                  prior_query, centres, **feature_shapes)
+        query = self.norms[1](query)
         return self.norms[2](self.ffn(query))
 
 

@@ -117,39 +117,29 @@ class SMCAMultiScaleDecoderLayer(SMCADecoderLayerBase):
     def priors(self) -> List[BaseModule]:
         return list(self.gaussian_priors)
 
-    def forward(self,
-                query: Tensor,
-                key: Tensor,
-                value: Tensor,
-                query_pos: Tensor,
-                key_pos: Tensor,
-                key_padding_mask: Optional[Tensor],
-                centres: List[Tensor],
-                spatial_shapes: Sequence[Sequence[int]],
-                self_attn_mask: Optional[Tensor] = None,
-                **kwargs) -> Tensor:
-        """Forward one multi-scale decoder layer.
+    def co_attention(self, query: Tensor, key: Tensor, value: Tensor, query_pos: Tensor,
+                     key_pos: Tensor, key_padding_mask: Optional[Tensor], prior_query: Tensor,
+                     centres: List[Tensor], spatial_shapes: Sequence[Sequence[int]]) -> Tensor:
+        """Per-scale modulated co-attention, mixed by the scale-selection weights.
 
         Args:
             query / query_pos: (bs, num_queries, dim).
             key / value / key_pos: (bs, sum_l H_l*W_l, dim), levels concatenated.
             key_padding_mask: (bs, sum_l H_l*W_l) True = padding, or None.
+            prior_query: (bs, num_queries, dim) ``prior_norm(query + query_pos)`` of the
+                layer input.
             centres: Per level (bs, num_queries, 2) centres in that level's cell units.
             spatial_shapes: (H_l, W_l) of every level.
-            self_attn_mask: Optional self-attention mask.
 
         Returns:
-            Tensor: (bs, num_queries, dim).
+            Tensor: (bs, num_queries, dim), residual included.
         """
         if len(spatial_shapes) != self.num_scales:
             raise ValueError(f'expected {self.num_scales} feature scales, '
                              f'got {len(spatial_shapes)}')
-        prior_query = self.prior_norm(query + query_pos)
         # (bs, Q, S): one weight per scale for every query of every image (never shared
         # across the batch).
         alpha = self.scale_selection(prior_query)
-        query = self._self_attention(query, query_pos, self_attn_mask)
-
         sizes = [int(h) * int(w) for h, w in spatial_shapes]
         keys, values, key_poss = (t.split(sizes, dim=1) for t in (key, value, key_pos))
         masks = (key_padding_mask.split(sizes, dim=1)
@@ -164,8 +154,7 @@ class SMCAMultiScaleDecoderLayer(SMCADecoderLayerBase):
                 query_pos=query_pos, key_pos=key_poss[lvl],
                 attn_mask=add_padding_mask(log_prior, masks[lvl]))
             attn = attn + alpha[:, :, lvl:lvl + 1] * out
-        query = self.norms[1](query + attn)
-        return self._feed_forward(query)
+        return query + attn
 
 
 @MODELS.register_module()

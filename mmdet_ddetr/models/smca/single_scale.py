@@ -24,41 +24,27 @@ class SMCATransformerDecoderLayer(SMCADecoderLayerBase):
     def priors(self) -> List[BaseModule]:
         return [self.gaussian_prior]
 
-    def forward(self,
-                query: Tensor,
-                key: Tensor,
-                value: Tensor,
-                query_pos: Tensor,
-                key_pos: Tensor,
-                key_padding_mask: Optional[Tensor],
-                centres: Tensor,
-                spatial_shape: Sequence[int],
-                self_attn_mask: Optional[Tensor] = None,
-                **kwargs) -> Tensor:
-        """Forward one decoder layer.
+    def co_attention(self, query: Tensor, key: Tensor, value: Tensor, query_pos: Tensor,
+                     key_pos: Tensor, key_padding_mask: Optional[Tensor], prior_query: Tensor,
+                     centres: Tensor, spatial_shape: Sequence[int]) -> Tensor:
+        """Co-attention with ``log G`` added to its logits.
 
         Args:
-            query: (bs, num_queries, dim) decoder content (zeros at layer 0).
-            key: (bs, H*W, dim) encoder memory.
-            value: (bs, H*W, dim) encoder memory.
-            query_pos: (bs, num_queries, dim) object queries (positional part).
-            key_pos: (bs, H*W, dim) positional encoding of the memory.
+            query / query_pos: (bs, num_queries, dim).
+            key / value / key_pos: (bs, H*W, dim).
             key_padding_mask: (bs, H*W) True = padding, or None.
+            prior_query: (bs, num_queries, dim) ``prior_norm(query + query_pos)`` of the
+                layer input.
             centres: (bs, num_queries, 2) Gaussian centres (x, y) in feature-cell units.
             spatial_shape: (H, W) of the padded feature map.
-            self_attn_mask: Optional (num_queries, num_queries) self-attention mask.
 
         Returns:
-            Tensor: (bs, num_queries, dim).
+            Tensor: (bs, num_queries, dim), residual included.
         """
-        prior_query = self.prior_norm(query + query_pos)
         log_prior = self.gaussian_prior(prior_query, centres, spatial_shape)
-        query = self._self_attention(query, query_pos, self_attn_mask)
-        query = self.cross_attn(
+        return self.cross_attn(
             query=query, key=key, value=value, query_pos=query_pos, key_pos=key_pos,
             attn_mask=add_padding_mask(log_prior, key_padding_mask))
-        query = self.norms[1](query)
-        return self._feed_forward(query)
 
 
 @MODELS.register_module()
