@@ -23,14 +23,15 @@ decoder ``self_attn.{in,out}_proj*``           ``self_attn.attn.{in,out}_proj*``
 ``transformer.decoder.{bbox,class}_embed.*`` are aliases of the head branches and are dropped.
 """
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional
 
 from torch import Tensor
 
 from .checkpoint_io import ConverterError
 from .coco_ids import COCO80_IDS
+from .rename import FFN_PARTS, Rules, first_match, layer_rules
 
-_RENAMES: List[Tuple[str, str]] = [
+_RENAMES: Rules = [
     (r'^backbone\.0\.body\.', 'backbone.'),
     (r'^transformer\.level_embed$', 'level_embed'),
     (r'^transformer\.reference_points\.', 'reference_points_fc.'),
@@ -38,33 +39,30 @@ _RENAMES: List[Tuple[str, str]] = [
     (r'^transformer\.enc_output_norm\.', 'proposal_generator.memory_trans_norm.'),
     (r'^transformer\.pos_trans\.', 'proposal_generator.pos_trans_fc.'),
     (r'^transformer\.pos_trans_norm\.', 'proposal_generator.pos_trans_norm.'),
-    (r'^transformer\.encoder\.layers\.(\d+)\.norm1\.', r'encoder.layers.\1.norms.0.'),
-    (r'^transformer\.encoder\.layers\.(\d+)\.norm2\.', r'encoder.layers.\1.norms.1.'),
-    (r'^transformer\.decoder\.layers\.(\d+)\.norm2\.', r'decoder.layers.\1.norms.0.'),
-    (r'^transformer\.decoder\.layers\.(\d+)\.norm1\.', r'decoder.layers.\1.norms.1.'),
-    (r'^transformer\.decoder\.layers\.(\d+)\.norm3\.', r'decoder.layers.\1.norms.2.'),
-    (r'^transformer\.decoder\.layers\.(\d+)\.self_attn\.', r'decoder.layers.\1.self_attn.attn.'),
-    (r'^transformer\.(en|de)coder\.layers\.(\d+)\.linear1\.', r'\1coder.layers.\2.ffn.layers.0.0.'),
-    (r'^transformer\.(en|de)coder\.layers\.(\d+)\.linear2\.', r'\1coder.layers.\2.ffn.layers.1.'),
-    (r'^transformer\.(en|de)coder\.layers\.', r'\1coder.layers.'),
+] + layer_rules('encoder', [
+    (r'norm1\.', 'norms.0.'),
+    (r'norm2\.', 'norms.1.'),
+    *FFN_PARTS,
+    ('', ''),  # the deformable attention keeps its names
+]) + layer_rules('decoder', [
+    # Deformable DETR's decoder: norm2 after self-attention, norm1 after cross-attention.
+    (r'norm2\.', 'norms.0.'),
+    (r'norm1\.', 'norms.1.'),
+    (r'norm3\.', 'norms.2.'),
+    (r'self_attn\.', 'self_attn.attn.'),
+    *FFN_PARTS,
+    ('', ''),
+]) + [
     (r'^class_embed\.(\d+)\.', r'bbox_head.cls_branches.\1.'),
     (r'^query_embed\.', 'query_embedding.'),
 ]
 
-_MMDET_RENAMES: List[Tuple[str, str]] = [
+_MMDET_RENAMES: Rules = [
     (r'^memory_trans_fc\.', 'proposal_generator.memory_trans_fc.'),
     (r'^memory_trans_norm\.', 'proposal_generator.memory_trans_norm.'),
     (r'^pos_trans_fc\.', 'proposal_generator.pos_trans_fc.'),
     (r'^pos_trans_norm\.', 'proposal_generator.pos_trans_norm.'),
 ]
-
-
-def _rename(key: str, rules: List[Tuple[str, str]]) -> str:
-    for pattern, repl in rules:
-        new, n = re.subn(pattern, repl, key)
-        if n:
-            return new
-    return key
 
 
 def is_official_ddetr(state_dict: Dict[str, Tensor]) -> bool:
@@ -115,7 +113,7 @@ def official_to_ours(state_dict: Dict[str, Tensor], proposal_scoring: str = 'cla
             else:
                 out[f'neck.extra_convs.{lvl - num_backbone_levels}.{part}.{rest}'] = value
             continue
-        out[_rename(key, _RENAMES)] = value
+        out[first_match(key, _RENAMES) or key] = value
     return _adapt_classifiers(out, proposal_scoring, coco91_to_80)
 
 
@@ -129,7 +127,7 @@ def mmdet_to_ours(state_dict: Dict[str, Tensor],
     if not is_mmdet_ddetr(state_dict) or is_official_ddetr(state_dict):
         raise ConverterError('not an mmdet DeformableDETR checkpoint (needs "level_embed" and '
                              '"bbox_head.reg_branches.*" weights)')
-    out = {_rename(k, _MMDET_RENAMES): v for k, v in state_dict.items()}
+    out = {first_match(k, _MMDET_RENAMES) or k: v for k, v in state_dict.items()}
     for key in list(out):
         m = re.match(r'^(neck\.(?:extra_)?convs\.\d+)\.conv\.weight$', key)
         if m and f'{m[1]}.conv.bias' not in out:

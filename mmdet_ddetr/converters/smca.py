@@ -6,56 +6,46 @@ renaming: no value is changed. Every failure is a :class:`ConverterError`.
 """
 import re
 from collections import OrderedDict
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, Mapping
 
 import torch
 
 from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES
 from .checkpoint_io import ConverterError, state_dict_of
 from .coco_ids import COCO80_IDS
+from .rename import FFN_PARTS, Rules, first_match, layer_rules
 
-# (official regex, our replacement); the first matching rule wins.
-_DECODER_PARTS = [
-    (r'self_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
-     r'self_attn.attn.\1'),
-    (r'multihead_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
-     r'cross_attn.attn.\1'),
-    (r'linear1\.(weight|bias)', r'ffn.layers.0.0.\1'),
-    (r'linear2\.(weight|bias)', r'ffn.layers.1.\1'),
-    # DETR order: norm1 after self-attn, norm2 after co-attn, norm3 after FFN.
-    (r'norm1\.(weight|bias)', r'norms.0.\1'),
-    (r'norm2\.(weight|bias)', r'norms.1.\1'),
-    (r'norm3\.(weight|bias)', r'norms.2.\1'),
-    (r'norm4\.(weight|bias)', r'prior_norm.\1'),
-    (r'point2\.(weight|bias)', r'gaussian_prior.offset_fc.\1'),
-    (r'point3\.(weight|bias)', r'gaussian_prior.scale_fc.\1'),
+# (official regex, our replacement); the first matching rule wins, a key without one is an error.
+RULES: Rules = [
+    (r'^backbone\.0\.body\.', 'backbone.'),
+    (r'^transformer\.decoder\.layers\.0\.point1\.layers\.(\d+)\.(weight|bias)$',
+     r'decoder.ref_point_head.layers.\1.\2'),
+] + layer_rules('encoder', [
+    (r'self_attn\.', 'self_attn.attn.'),
+    (r'norm1\.', 'norms.0.'),
+    (r'norm2\.', 'norms.1.'),
+    *FFN_PARTS,
+]) + layer_rules('decoder', [
+    # DETR order: norm1 after self-attn, norm2 after co-attn, norm3 after FFN; norm4 and
+    # point2/point3 are SMCA's prior.
+    (r'self_attn\.', 'self_attn.attn.'),
+    (r'multihead_attn\.', 'cross_attn.attn.'),
+    (r'norm1\.', 'norms.0.'),
+    (r'norm2\.', 'norms.1.'),
+    (r'norm3\.', 'norms.2.'),
+    (r'norm4\.', 'prior_norm.'),
+    (r'point2\.', 'gaussian_prior.offset_fc.'),
+    (r'point3\.', 'gaussian_prior.scale_fc.'),
+    *FFN_PARTS,
+]) + [
+    (r'^transformer\.decoder\.norm\.', 'decoder.post_norm.'),
+    (r'^class_embed\.', 'bbox_head.fc_cls.'),
+    (r'^bbox_embed\.layers\.0\.', 'bbox_head.reg_ffn.layers.0.0.'),
+    (r'^bbox_embed\.layers\.1\.', 'bbox_head.reg_ffn.layers.1.'),
+    (r'^bbox_embed\.layers\.2\.', 'bbox_head.fc_reg.'),
+    (r'^query_embed\.weight$', 'query_embedding.weight'),
+    (r'^input_proj\.', 'neck.convs.0.conv.'),
 ]
-_ENCODER_PARTS = [
-    (r'self_attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
-     r'self_attn.attn.\1'),
-    (r'linear1\.(weight|bias)', r'ffn.layers.0.0.\1'),
-    (r'linear2\.(weight|bias)', r'ffn.layers.1.\1'),
-    (r'norm1\.(weight|bias)', r'norms.0.\1'),
-    (r'norm2\.(weight|bias)', r'norms.1.\1'),
-]
-RULES: List[Tuple[str, str]] = (
-    [(r'^backbone\.0\.body\.(.+)$', r'backbone.\1')] +
-    [(r'^transformer\.decoder\.layers\.0\.point1\.layers\.(\d+)\.(weight|bias)$',
-      r'decoder.ref_point_head.layers.\1.\2')] +
-    [(r'^transformer\.encoder\.layers\.(\d+)\.' + p + '$', r'encoder.layers.\1.' +
-      r.replace('\\1', '\\2')) for p, r in _ENCODER_PARTS] +
-    [(r'^transformer\.decoder\.layers\.(\d+)\.' + p + '$', r'decoder.layers.\1.' +
-      r.replace('\\1', '\\2')) for p, r in _DECODER_PARTS] +
-    [
-        (r'^transformer\.decoder\.norm\.(weight|bias)$', r'decoder.post_norm.\1'),
-        (r'^class_embed\.(weight|bias)$', r'bbox_head.fc_cls.\1'),
-        (r'^bbox_embed\.layers\.0\.(weight|bias)$', r'bbox_head.reg_ffn.layers.0.0.\1'),
-        (r'^bbox_embed\.layers\.1\.(weight|bias)$', r'bbox_head.reg_ffn.layers.1.\1'),
-        (r'^bbox_embed\.layers\.2\.(weight|bias)$', r'bbox_head.fc_reg.\1'),
-        (r'^query_embed\.weight$', r'query_embedding.weight'),
-        (r'^input_proj\.(weight|bias)$', r'neck.convs.0.conv.\1'),
-    ])
-_COMPILED = [(re.compile(p), r) for p, r in RULES]
 # Keys every official single-scale SMCA checkpoint has; used to recognise one.
 REQUIRED_KEYS = ('transformer.decoder.layers.0.point1.layers.0.weight',
                  'transformer.decoder.layers.0.point2.weight', 'class_embed.weight',
@@ -93,11 +83,8 @@ def convert_smca_official_state_dict(
         if not isinstance(value, torch.Tensor):
             raise ConverterError(f'value of {key!r} is a {type(value).__name__}, '
                                       'not a tensor')
-        for pattern, repl in _COMPILED:
-            if pattern.match(key):
-                new_key = pattern.sub(repl, key)
-                break
-        else:
+        new_key = first_match(key, RULES)
+        if new_key is None:
             unknown.append(key)
             continue
         out[new_key] = value
