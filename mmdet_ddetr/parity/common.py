@@ -5,8 +5,19 @@ import torch
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+
+
+def load_converted(cfg: Dict[str, Any], state_dict: Dict[str, Tensor]) -> nn.Module:
+    """Build ``cfg`` and load converted official weights, every key; float64, eval mode."""
+    model = MODELS.build(cfg)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f'converted weights do not fit the model: missing {missing}, '
+                           f'unexpected {unexpected}')
+    return model.double().eval()
 
 
 def max_diff(a: Tensor, b: Tensor) -> float:

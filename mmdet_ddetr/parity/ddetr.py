@@ -11,9 +11,8 @@ from typing import Any, Dict
 import torch
 from torch import Tensor, nn
 
-from mmdet.registry import MODELS
 from ..converters.ddetr import official_to_ours
-from .common import data_samples, hungarian_matching, max_diff
+from .common import data_samples, hungarian_matching, load_converted, max_diff
 
 # mmdet loss names -> official names (final layer); aux layers add "d{i}." / "_{i}".
 _LOSS_NAMES = {'loss_cls': 'loss_ce', 'loss_bbox': 'loss_bbox', 'loss_iou': 'loss_giou'}
@@ -73,14 +72,10 @@ def model_config(meta: Dict[str, Any]) -> Dict[str, Any]:
 
 def build_converted_model(fixture: Dict[str, Any]) -> nn.Module:
     """The fixture's model with its official weights, in float64 eval mode."""
-    model = MODELS.build(model_config(fixture['meta']))
-    state_dict = official_to_ours({k: v.double() for k, v in fixture['state_dict'].items()},
-                                  proposal_scoring='class0')
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f'converted weights do not fit the model: missing {missing}, '
-                           f'unexpected {unexpected}')
-    return model.double().eval()
+    return load_converted(
+        model_config(fixture['meta']),
+        official_to_ours({k: v.double() for k, v in fixture['state_dict'].items()},
+                         proposal_scoring='class0'))
 
 
 def run_model(model: nn.Module, fixture: Dict[str, Any]) -> Dict[str, Any]:

@@ -14,10 +14,9 @@ from typing import Any, Dict, List
 import torch
 from torch import Tensor, nn
 
-from mmdet.registry import MODELS
 
 from ..converters.smca import convert_smca_official_state_dict
-from .common import data_samples, hungarian_matching, max_diff
+from .common import data_samples, hungarian_matching, load_converted, max_diff
 from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES, SMCAGaussianPrior
 
 # Value of fixture['meta']['family'] for SMCA fixtures.
@@ -85,14 +84,10 @@ def model_config(meta: Dict[str, Any]) -> Dict[str, Any]:
 
 def build_converted_model(fixture: Dict[str, Any]) -> nn.Module:
     """The fixture's model with its converted official weights, float64, eval mode."""
-    model = MODELS.build(model_config(fixture['meta']))
-    state_dict = convert_smca_official_state_dict(
-        {k: v.double() for k, v in fixture['state_dict'].items()})
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise RuntimeError(f'converted weights do not fit the model: missing {missing}, '
-                           f'unexpected {unexpected}')
-    return model.double().eval()
+    return load_converted(
+        model_config(fixture['meta']),
+        convert_smca_official_state_dict(
+            {k: v.double() for k, v in fixture['state_dict'].items()}))
 
 
 def run_model(model: nn.Module, fixture: Dict[str, Any]) -> Dict[str, Any]:
