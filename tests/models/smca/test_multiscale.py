@@ -58,3 +58,22 @@ def test_ablation_switches_train_and_predict(kw):
     assert len(results) == 2
     assert results[0].pred_instances.bboxes.shape[1] == 4
     assert int(results[0].pred_instances.labels.max()) < 3  # no-object slot never predicted
+
+
+def test_single_and_multi_scale_are_siblings():
+    """Multi-scale SMCA shares only the bases with the single-scale model: no feat_level (one
+    map only makes sense for single scale), one prior per scale listed by priors()."""
+    from mmdet.registry import MODELS
+    from mmdet_ddetr.models.smca import (SMCADecoderLayerBase, SMCADETR, SMCADETRBase,
+                                         SMCAMultiScaleDETR, SMCATransformerDecoderLayer)
+    assert issubclass(SMCAMultiScaleDETR, SMCADETRBase) and not issubclass(SMCAMultiScaleDETR,
+                                                                           SMCADETR)
+    with pytest.raises(TypeError, match='feat_level'):
+        MODELS.build(dict(small_smca_cfg(multi_scale=True), feat_level=0))
+    layers = {ms: build_model(small_smca_cfg(multi_scale=ms)).decoder.layers[0]
+              for ms in (False, True)}
+    assert isinstance(layers[True], SMCADecoderLayerBase)
+    assert not isinstance(layers[True], SMCATransformerDecoderLayer)
+    assert layers[False].priors() == [layers[False].gaussian_prior]
+    assert layers[True].priors() == list(layers[True].gaussian_priors)
+    assert len(layers[True].priors()) == 3
