@@ -28,11 +28,3 @@ def test_reference_points_respect_padding():
     # same image location on level 1 (padded coords again)
     torch.testing.assert_close(ref[0, 3, 1, 0], torch.tensor(3.5 / 8))
 
-
-def test_valid_ratio_counts_first_row_and_column():
-    mask = torch.ones(2, 5, 10, dtype=torch.bool)
-    mask[0, :3, :7] = False
-    mask[1, :, :] = False
-    ratios = valid_ratio(mask)
-    assert ratios.dtype == torch.float32
-    torch.testing.assert_close(ratios, torch.tensor([[0.7, 0.6], [1.0, 1.0]]))
