@@ -6,6 +6,7 @@ import torch
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 
 from mmdet.models.layers.transformer import DetrTransformerEncoderLayer
+from mmdet.registry import MODELS
 from mmdet_ddetr.models.layers import LeanMultiheadAttention
 from mmdet_ddetr.models.utils import build_module
 from tests.conftest import build_model, small_ddetr_cfg
@@ -39,10 +40,15 @@ def test_ddetr_decoder_self_attention_follows_its_type():
         assert torch.equal(value, plain.state_dict()[key]), key
 
 
+@MODELS.register_module(name='PlainDetrEncoderLayerForTest', force=True)
+class PlainDetrEncoderLayer(DetrTransformerEncoderLayer):
+    """mmdet's DETR encoder layer (not registered by mmdet itself)."""
+
+
 @pytest.mark.parametrize('multi_scale', [False, True])
 def test_smca_encoder_layers_follow_their_type(multi_scale):
     cfg = small_smca_cfg(multi_scale=multi_scale)
-    cfg['encoder']['layer_cfg']['type'] = 'DetrTransformerEncoderLayer'
+    cfg['encoder']['layer_cfg']['type'] = 'PlainDetrEncoderLayerForTest'
     model = build_model(cfg)
-    assert all(type(layer) is DetrTransformerEncoderLayer for layer in model.encoder.layers)
+    assert all(type(layer) is PlainDetrEncoderLayer for layer in model.encoder.layers)
     assert all(type(layer.self_attn) is MultiheadAttention for layer in model.encoder.layers)
