@@ -8,27 +8,29 @@ Example::
 Re-running with the same arguments is a no-op once the dataset is complete (see manifest.json).
 """
 import argparse
-import importlib.util
+import importlib
 import os.path as osp
 import sys
+import types
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def _load_generator():
-    """Load ``mmdet_ddetr/datasets/synthetic.py`` by path.
+    """Import ``mmdet_ddetr/datasets/synthetic.py`` without ``mmdet_ddetr/__init__.py``.
 
     Importing it through the package would run ``mmdet_ddetr/__init__.py``, which registers
     the models and so imports torch, mmcv and mmdet: seconds of start-up, and impossible
-    before the install finishes. The generator itself only needs numpy and OpenCV.
+    before the install finishes. The generator itself only needs numpy, OpenCV and the
+    package's atomic writer, so the package folder is mounted under another name whose
+    ``__init__`` is never run (its subpackages' relative imports still resolve).
     """
-    path = osp.join(REPO_ROOT, 'mmdet_ddetr', 'datasets', 'synthetic.py')
-    spec = importlib.util.spec_from_file_location('_mmdet_ddetr_synthetic', path)
-    module = importlib.util.module_from_spec(spec)
-    # dataclasses resolve annotations through sys.modules, so register before executing.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    name = '_mmdet_ddetr_light'
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [osp.join(REPO_ROOT, 'mmdet_ddetr')]
+        sys.modules[name] = package
+    return importlib.import_module(f'{name}.datasets.synthetic')
 
 
 _synthetic = _load_generator()
