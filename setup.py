@@ -4,7 +4,6 @@ import os.path as osp
 import shutil
 
 from setuptools import find_packages, setup
-from setuptools.command.develop import develop
 
 ROOT = osp.dirname(osp.abspath(__file__))
 
@@ -24,7 +23,11 @@ def read_requirements(name: str) -> list:
 
 def link_mim_files() -> None:
     """Expose configs/ and tools/ under mmdet_ddetr/.mim, the layout `mim` looks up
-    (`mim train mmdet_ddetr CONFIG` runs `<pkg>/.mim/tools/train.py`)."""
+    (`mim train mmdet_ddetr CONFIG` runs `<pkg>/.mim/tools/train.py`).
+
+    A wheel build copies them into the wheel; an editable install leaves them in the checkout,
+    where tools/misc/link_package_for_mim.py makes mim find them.
+    """
     mim_dir = osp.join(ROOT, 'mmdet_ddetr', '.mim')
     os.makedirs(mim_dir, exist_ok=True)
     for name in ('configs', 'tools'):
@@ -34,13 +37,6 @@ def link_mim_files() -> None:
         elif osp.isdir(dst):
             shutil.rmtree(dst)
         os.symlink(osp.join('..', '..', name), dst)
-
-
-class DevelopWithMim(develop):
-
-    def run(self):
-        link_mim_files()
-        super().run()
 
 
 if __name__ == '__main__':
@@ -54,5 +50,4 @@ if __name__ == '__main__':
         package_data={'mmdet_ddetr': ['.mim/configs/**/*', '.mim/tools/**/*']},
         python_requires='>=3.8',
         install_requires=read_requirements('runtime.txt'),
-        cmdclass={'develop': DevelopWithMim},
         zip_safe=False)

@@ -32,6 +32,7 @@ PY
 
 if "$VPY" -c "import mmdet_ddetr, mmdet, mmengine" 2>/dev/null && check_ops 2>/dev/null \
    && [ "${FORCE_REINSTALL:-0}" != 1 ]; then
+  "$VPY" tools/misc/link_package_for_mim.py  # envs made before mim's link existed get it here
   echo "[install] $VENV is complete (mmcv ops, mmdet, mmengine, mmdet_ddetr)"
   exit 0
 fi
@@ -55,6 +56,7 @@ pipi -r requirements/mim.txt -c requirements/build.txt
 pipi --no-deps openmim==0.3.9
 echo "[install] mmdet_ddetr (editable)"
 pipi --no-build-isolation --no-deps -e .
+"$VPY" tools/misc/link_package_for_mim.py  # `mim train/test/run mmdet_ddetr` find configs, tools
 "$VPY" -m pip check >/dev/null 2>&1 || true  # openmim's optional dataset downloader is left out on purpose
 "$VPY" -c "import setuptools, sys; v = tuple(map(int, setuptools.__version__.split('.')[:2])); sys.exit(0 if (77, 0) <= v < (82, 0) else 'setuptools ' + setuptools.__version__ + ' is outside >=77.0.3,<82 (mmcv needs pkg_resources)')"
 "$VPY" -c "import mmdet_ddetr, mim; print('[install] mmdet_ddetr', mmdet_ddetr.__version__, 'ready')"
