@@ -4,7 +4,6 @@ import os.path as osp
 import shutil
 
 from setuptools import find_packages, setup
-from setuptools.command.develop import develop
 
 ROOT = osp.dirname(osp.abspath(__file__))
 
@@ -16,6 +15,17 @@ def read_version() -> str:
     return scope['__version__']
 
 
+# One of two stacks provides mmcv, mmengine and mmdet: the OpenMMLab releases or the OneDL fork.
+# They install the same import names under different distribution names, so install_requires
+# names neither (requiring `mmdet` would make pip install mmdet 3.3.0 over onedl-mmdetection);
+# the extras hold the ranges we test, requirements/stack-*.txt the exact pins.
+STACK_EXTRAS = {
+    'openmmlab': ['mmcv>=2.1.0,<2.2.0', 'mmengine>=0.10.7,<0.11', 'mmdet>=3.3.0,<3.4'],
+    'onedl': ['onedl-mmcv>=2.3.6,<2.4', 'onedl-mmengine>=0.10.12,<0.11',
+              'onedl-mmdetection>=3.5.1,<3.6'],
+}
+
+
 def read_requirements(name: str) -> list:
     with open(osp.join(ROOT, 'requirements', name)) as f:
         return [line.split('#')[0].strip() for line in f
@@ -24,7 +34,11 @@ def read_requirements(name: str) -> list:
 
 def link_mim_files() -> None:
     """Expose configs/ and tools/ under mmdet_ddetr/.mim, the layout `mim` looks up
-    (`mim train mmdet_ddetr CONFIG` runs `<pkg>/.mim/tools/train.py`)."""
+    (`mim train mmdet_ddetr CONFIG` runs `<pkg>/.mim/tools/train.py`).
+
+    A wheel build copies them into the wheel; an editable install leaves them in the checkout,
+    where tools/misc/link_package_for_mim.py makes mim find them.
+    """
     mim_dir = osp.join(ROOT, 'mmdet_ddetr', '.mim')
     os.makedirs(mim_dir, exist_ok=True)
     for name in ('configs', 'tools'):
@@ -34,13 +48,6 @@ def link_mim_files() -> None:
         elif osp.isdir(dst):
             shutil.rmtree(dst)
         os.symlink(osp.join('..', '..', name), dst)
-
-
-class DevelopWithMim(develop):
-
-    def run(self):
-        link_mim_files()
-        super().run()
 
 
 if __name__ == '__main__':
@@ -54,5 +61,5 @@ if __name__ == '__main__':
         package_data={'mmdet_ddetr': ['.mim/configs/**/*', '.mim/tools/**/*']},
         python_requires='>=3.8',
         install_requires=read_requirements('runtime.txt'),
-        cmdclass={'develop': DevelopWithMim},
+        extras_require=STACK_EXTRAS,
         zip_safe=False)

@@ -1,19 +1,19 @@
 """Training-engine robustness: safe checkpoint loading, atomic checkpoints, loss checks.
 
-Importing this package (done by ``import mmdet_ddetr``) allow-lists the globals of MMEngine
-Runner checkpoints for ``torch.load(weights_only=True)`` and registers the hooks and the
-CPU-capable DDP wrapper.
+Importing this package registers the hooks and the CPU-capable DDP wrapper. Safe checkpoint
+loading is switched on by importing :mod:`mmdet_ddetr.engine.safe_checkpoint_loading` (the
+configs' ``custom_imports`` do), not by importing this package.
 """
-from .checkpoint_safety import (CheckpointLoadError, allow_runner_checkpoint_globals,
-                                runner_checkpoint_safe_globals)
+from .checkpoint_safety import (CheckpointLoadError, load_from_local,
+                                runner_checkpoint_globals_allowed,
+                                runner_checkpoint_safe_globals, use_safe_checkpoint_loader)
 from .distributed import CPUDistributedDataParallel, setup_distributed
 from .hooks import (AtomicCheckpointHook, EpochReseedHook, FiniteLossHook,
                     NonFiniteLossError)
 
-allow_runner_checkpoint_globals()
-
 __all__ = [
     'AtomicCheckpointHook', 'CheckpointLoadError', 'CPUDistributedDataParallel',
-    'EpochReseedHook', 'FiniteLossHook', 'NonFiniteLossError',
-    'allow_runner_checkpoint_globals', 'runner_checkpoint_safe_globals', 'setup_distributed'
+    'EpochReseedHook', 'FiniteLossHook', 'NonFiniteLossError', 'load_from_local',
+    'runner_checkpoint_globals_allowed', 'runner_checkpoint_safe_globals', 'setup_distributed',
+    'use_safe_checkpoint_loader'
 ]

@@ -13,23 +13,33 @@ writes, because those also carry the training-log state of the ``MessageHub``:
 * ``getattr(HistoryBuffer, 'mean')`` & co.: ``HistoryBuffer.__getstate__`` stores its statistic
   *methods*, which pickle writes as ``builtins.getattr(HistoryBuffer, <name>)``.
 
-This module allow-lists exactly those globals (found by saving Runner checkpoints and listing
-``torch.serialization.get_unsafe_globals_in_checkpoint``), rather than turning ``weights_only``
-off. ``builtins.getattr`` is the dangerous one -- a general ``getattr`` lets a malicious pickle
-reach arbitrary attributes -- so it is *not* allow-listed; a restricted stand-in registered under
-the same name only resolves the statistic methods of ``HistoryBuffer``.
+This module knows exactly those globals (found by saving Runner checkpoints and listing
+``torch.serialization.get_unsafe_globals_in_checkpoint``) and allows them *for the duration of
+each load* rather than turning ``weights_only`` off. ``builtins.getattr`` is the dangerous one --
+a general ``getattr`` lets a malicious pickle reach arbitrary attributes -- so it is *not*
+allowed; a restricted stand-in registered under the same name only resolves the statistic
+methods of ``HistoryBuffer``.
 
-It also replaces MMEngine's local-file checkpoint loader by one that behaves identically but turns
-the two failures users actually hit into actionable errors (a file holding other globals, and a
-truncated file). See ``docs/troubleshooting.md``.
+Why per load and not once per process: torch's allow-list is one process-wide set that any
+library may change. ``torch.serialization.safe_globals(...)`` removes every entry it was given
+when it exits, even entries that were there before -- onedl-mmengine's ``_safe_torch_load`` does
+exactly that around its loads (and then falls back to ``weights_only=False`` when the safe load
+fails). :func:`runner_checkpoint_globals_allowed` adds only what is missing and removes only
+that, so our loads work whatever happened before, and leave the allow-list as they found it.
+
+:func:`use_safe_checkpoint_loader` makes MMEngine load local files with :func:`load_from_local`
+(weights-only, the allow-list above, errors that name the cause and the fix). Nothing here runs
+on import: the configs switch it on through ``custom_imports`` naming
+``mmdet_ddetr.engine.safe_checkpoint_loading``. See ``docs/troubleshooting.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os.path as osp
 import pickle
 import zipfile
-from typing import Any, Callable, List, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,13 +47,11 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
-    'allow_runner_checkpoint_globals', 'runner_checkpoint_safe_globals',
-    'CheckpointLoadError', 'load_from_local'
+    'CheckpointLoadError', 'load_from_local', 'runner_checkpoint_globals_allowed',
+    'runner_checkpoint_safe_globals', 'use_safe_checkpoint_loader'
 ]
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
-
-_APPLIED = False
 
 # Dtypes a HistoryBuffer / numpy scalar in a Runner checkpoint can have.
 _NUMERIC_DTYPES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32',
@@ -117,25 +125,31 @@ def runner_checkpoint_safe_globals() -> List[SafeGlobal]:
     ]
 
 
-def allow_runner_checkpoint_globals() -> None:
-    """Allow-list Runner-checkpoint globals and install the clearer local loader. Idempotent.
+@contextlib.contextmanager
+def runner_checkpoint_globals_allowed() -> Iterator[None]:
+    """Allow the Runner-checkpoint globals inside the ``with`` block, then restore the list.
 
-    Called on ``import mmdet_ddetr``. Process-wide by design: ``Runner.resume``/``load_checkpoint``
-    call ``torch.load`` deep inside MMEngine, so a scoped context manager would have to wrap
-    MMEngine itself. The allow-list only adds data-only types (numpy arrays/scalars/dtypes and
-    ``HistoryBuffer``, whose state is a dict of those) and a getattr restricted to one class.
+    Adds the entries of :func:`runner_checkpoint_safe_globals` that torch's allow-list lacks
+    right now (whoever removed them) and, on exit, removes exactly those, so entries that were
+    there before -- ours or anybody's -- stay.
     """
-    global _APPLIED
-    if _APPLIED:
-        return
-    if not hasattr(torch.serialization, 'add_safe_globals'):
-        # torch < 2.4: no weights_only default, nothing to allow-list.
-        _APPLIED = True
-        return
-    torch.serialization.add_safe_globals(runner_checkpoint_safe_globals())
-    # force=True: mmengine registered its own loader for the '' (local path) prefix already.
+    present = set(torch.serialization.get_safe_globals())
+    missing = [g for g in runner_checkpoint_safe_globals() if g not in present]
+    with torch.serialization.safe_globals(missing):
+        yield
+
+
+def use_safe_checkpoint_loader() -> None:
+    """Make MMEngine load local checkpoint files with :func:`load_from_local`. Idempotent.
+
+    ``Runner.resume``, ``load_from`` and ``load_checkpoint`` read local files through the
+    loader MMEngine registered for the '' (path) prefix: mmengine 0.10.7's calls ``torch.load``
+    with torch's default (weights-only since torch 2.6, without the Runner-checkpoint globals),
+    onedl-mmengine's retries with ``weights_only=False`` when that fails. Other prefixes
+    (``torchvision://``, ``https://``, ...) keep MMEngine's loaders.
+    """
+    # force=True: MMEngine registered its own loader for the prefix already.
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
-    _APPLIED = True
 
 
 class CheckpointLoadError(RuntimeError):
@@ -143,9 +157,11 @@ class CheckpointLoadError(RuntimeError):
 
 
 def _unsafe_globals(filename: str) -> Sequence[str]:
-    """List the globals in ``filename`` that weights-only loading rejects (best effort)."""
+    """List the globals in ``filename`` that weights-only loading with our allow-list rejects
+    (best effort)."""
     try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+        with runner_checkpoint_globals_allowed():
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
     except Exception:  # noqa: BLE001 - only used to enrich an error message
         return []
     allowed = set()
@@ -158,7 +174,7 @@ def _unsafe_globals(filename: str) -> Sequence[str]:
 
 
 def load_from_local(filename: str, map_location: Any = None) -> Any:
-    """Load a local checkpoint with torch's default (weights-only) unpickler.
+    """Load a local checkpoint with torch's weights-only unpickler and the Runner allow-list.
 
     Same contract as MMEngine's ``load_from_local`` (the name is kept because MMEngine logs
     ``'Loads checkpoint by local backend'`` from it), with actionable errors.
@@ -181,7 +197,8 @@ def load_from_local(filename: str, map_location: Any = None) -> Any:
             f'{filename} can not be found. Check the path given to --resume/load_from, or the '
             f'path written in <work_dir>/last_checkpoint.')
     try:
-        return torch.load(filename, map_location=map_location)
+        with runner_checkpoint_globals_allowed():
+            return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         extra = _unsafe_globals(filename)
         raise CheckpointLoadError(

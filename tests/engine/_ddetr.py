@@ -11,7 +11,8 @@ QUICKSTART = REPO / 'configs/deformable_detr/deformable-detr_r18_1xb8-quickstart
 
 TINY_DDETR = '''
 _base_ = ['{quickstart}']
-custom_imports = dict(imports=['mmdet_ddetr', 'tests.engine._faults'],
+custom_imports = dict(imports=['mmdet_ddetr', 'mmdet_ddetr.engine.safe_checkpoint_loading',
+                               'tests.engine._faults'],
                       allow_failed_imports=False)
 d, h, f = 32, 4, 64
 attn = dict(embed_dims=d, num_heads=h, dropout={dropout})

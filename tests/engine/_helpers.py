@@ -72,10 +72,15 @@ def run_until_marker_then_kill(cmd: Sequence[str], marker: Path, timeout: float,
     return out_path.read_text()
 
 
+def load_checkpoint(path: Path) -> Dict:
+    """A Runner checkpoint, loaded the safe way (weights-only, Runner-checkpoint globals)."""
+    from mmdet_ddetr.engine import load_from_local
+    return load_from_local(str(path), map_location='cpu')
+
+
 def load_state(path: Path) -> Dict[str, torch.Tensor]:
-    """The weights of a Runner checkpoint, loaded the safe way (default weights_only=True)."""
-    import mmdet_ddetr  # noqa: F401  (allow-lists the Runner checkpoint globals)
-    return torch.load(path, map_location='cpu')['state_dict']
+    """The weights of a Runner checkpoint."""
+    return load_checkpoint(path)['state_dict']
 
 
 def max_abs_diff(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> float:
@@ -87,7 +92,8 @@ def max_abs_diff(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> floa
 TOY_CONFIG = '''
 default_scope = 'mmdet'
 custom_imports = dict(
-    imports=['mmdet_ddetr', 'tests.engine._toy', 'tests.engine._faults'],
+    imports=['mmdet_ddetr', 'mmdet_ddetr.engine.safe_checkpoint_loading', 'tests.engine._toy',
+             'tests.engine._faults'],
     allow_failed_imports=False)
 model = dict(type='ToyRegressor', nan_at={nan_at}, dropout={dropout})
 train_dataloader = dict(

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mmdet_ddetr.engine.hooks import atomic_replace, is_complete_checkpoint
-from tests.engine._helpers import (load_state, max_abs_diff, run, run_until_marker_then_kill,
-                                   train_cmd, write_toy_config)
+from tests.engine._helpers import (load_checkpoint, load_state, max_abs_diff, run,
+                                   run_until_marker_then_kill, train_cmd, write_toy_config)
 
 from tests.engine._helpers import TOY_EPOCHS as EPOCHS
 
@@ -35,8 +35,8 @@ def assert_same_weights(a: Path, b: Path) -> None:
     diff = max_abs_diff(load_state(a), load_state(b))
     # Same kernels, same data order, same random streams on one CPU thread: bit-identical.
     assert diff == 0.0, f'final weights differ by up to {diff}'
-    opt_a = torch.load(a)['optimizer']['state']
-    opt_b = torch.load(b)['optimizer']['state']
+    opt_a = load_checkpoint(a)['optimizer']['state']
+    opt_b = load_checkpoint(b)['optimizer']['state']
     for k in opt_a:
         for name in ('exp_avg', 'exp_avg_sq'):
             assert torch.equal(opt_a[k][name], opt_b[k][name])

@@ -1,6 +1,12 @@
-"""Runner checkpoints load under torch's default weights-only unpickler, and nothing else does."""
+"""Runner checkpoints load weights-only through our loader, whatever happened to torch's
+allow-list before; nothing else loads, nothing falls back to ``weights_only=False``, and
+importing the package changes no global loading state."""
+import argparse
+import ast
 import io
 import pickle
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -8,9 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from mmdet_ddetr.engine import CheckpointLoadError, runner_checkpoint_safe_globals
+import mmdet_ddetr.engine.safe_checkpoint_loading  # noqa: F401  (what the configs import)
+from mmdet_ddetr.engine import (CheckpointLoadError, runner_checkpoint_globals_allowed,
+                                runner_checkpoint_safe_globals)
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import _load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -18,6 +28,16 @@ def runner_ckpt(toy_reference) -> Path:
     """A checkpoint written by a real mmengine Runner through tools/train.py (toy model):
     weights, optimizer and scheduler states, message hub logs, meta."""
     return toy_reference / 'epoch_1.pth'
+
+
+@pytest.fixture
+def clean_allow_list():
+    """Start from torch's empty user allow-list and restore whatever was there afterwards."""
+    saved = torch.serialization.get_safe_globals()
+    torch.serialization.clear_safe_globals()
+    yield
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(saved)
 
 
 def _allowed_names():
@@ -48,16 +68,19 @@ def test_runner_checkpoint_needs_exactly_the_allow_list(runner_ckpt):
     assert found <= _allowed_names(), f'not allow-listed: {found - _allowed_names()}'
 
 
-def test_runner_checkpoint_loads_with_default_weights_only(runner_ckpt):
-    ckpt = torch.load(runner_ckpt, map_location='cpu')  # default: weights_only=True
-    ckpt2 = torch.load(runner_ckpt, map_location='cpu', weights_only=True)
-    assert ckpt.keys() == ckpt2.keys() >= {'meta', 'state_dict', 'message_hub', 'optimizer',
-                                          'param_schedulers'}
+def test_runner_checkpoint_loads_weights_only(runner_ckpt, clean_allow_list):
+    # the mmengine loader (what Runner.resume / load_from use) goes through our loader
+    ckpt = _load_checkpoint(str(runner_ckpt), map_location='cpu')
+    assert ckpt.keys() >= {'meta', 'state_dict', 'message_hub', 'optimizer',
+                           'param_schedulers'}
+    assert ckpt['meta']['epoch'] == 1
     buf = ckpt['message_hub']['log_scalars']['train/loss']
     assert isinstance(buf, HistoryBuffer) and np.isfinite(buf.mean())
     assert buf.statistics('max') >= buf.statistics('min')  # the restored statistic methods
-    # the mmengine loader (what Runner.resume / load_from use) goes through the same path
-    assert _load_checkpoint(str(runner_ckpt), map_location='cpu')['meta']['epoch'] == 1
+    # the allow-list is scoped to the load: torch's own default refuses the file afterwards
+    assert torch.serialization.get_safe_globals() == []
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(runner_ckpt, map_location='cpu', weights_only=True)
 
 
 def test_numpy_scalars_load():
@@ -65,7 +88,8 @@ def test_numpy_scalars_load():
     torch.save({'best_score': np.float64(0.5), 'n': np.int64(3), 'flag': np.bool_(True),
                 'arr': np.arange(4, dtype=np.float32)}, buf)
     buf.seek(0)
-    out = torch.load(buf)
+    with runner_checkpoint_globals_allowed():
+        out = torch.load(buf, weights_only=True)
     assert out['best_score'] == 0.5 and out['n'] == 3 and bool(out['flag'])
     assert out['arr'].dtype == np.float32
 
@@ -85,8 +109,47 @@ def test_checkpoint_written_with_numpy1_module_names_loads(runner_ckpt, tmp_path
     old = tmp_path / 'numpy1.pth'
     _rewrite_pickle(runner_ckpt, old, b'numpy._core.multiarray', b'numpy.core.multiarray')
     assert 'numpy.core.multiarray._reconstruct' in unsafe_globals_without_allow_list(old)
-    ckpt = torch.load(old, map_location='cpu')
+    ckpt = _load_checkpoint(str(old), map_location='cpu')
     assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+
+
+def _remove_the_way_safe_globals_does(entries) -> None:
+    """What ``with torch.serialization.safe_globals(entries): ...`` leaves behind: on exit it
+    removes every entry it was given, also those that were allow-listed before (onedl-mmengine's
+    ``_safe_torch_load`` wraps its loads in exactly this)."""
+    with torch.serialization.safe_globals(list(entries)):
+        pass
+
+
+def test_loading_survives_other_code_removing_allow_list_entries(runner_ckpt, clean_allow_list):
+    """Issue 14 item 2: another library's ``safe_globals`` block strips our entries."""
+    ours = runner_checkpoint_safe_globals()
+    user_entry = argparse.Namespace  # allow-listed by "the user" before anything else
+    torch.serialization.add_safe_globals([user_entry, *ours])
+    _remove_the_way_safe_globals_does(ours)
+    left = set(torch.serialization.get_safe_globals())
+    assert left == {user_entry}, 'the reproduction must strip our entries'
+    ckpt = _load_checkpoint(str(runner_ckpt), map_location='cpu')
+    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
+    # our load restored the list exactly: the user's entry stays, ours are not re-added
+    assert set(torch.serialization.get_safe_globals()) == {user_entry}
+    # and entries that were present before our load stay after it
+    torch.serialization.add_safe_globals([HistoryBuffer])
+    _load_checkpoint(str(runner_ckpt), map_location='cpu')
+    assert set(torch.serialization.get_safe_globals()) == {user_entry, HistoryBuffer}
+
+
+def test_loading_after_onedl_safe_torch_load(runner_ckpt, clean_allow_list):
+    """The same on the OneDL stack, through onedl-mmengine's own loader."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    if not hasattr(mmengine_checkpoint, '_safe_torch_load'):
+        pytest.skip('OpenMMLab mmengine has no _safe_torch_load (onedl-mmengine only); the '
+                    'mechanism is reproduced by the test above on every stack')
+    torch.serialization.add_safe_globals(runner_checkpoint_safe_globals())
+    mmengine_checkpoint._safe_torch_load(str(runner_ckpt), map_location='cpu')
+    assert HistoryBuffer not in torch.serialization.get_safe_globals()
+    ckpt = _load_checkpoint(str(runner_ckpt), map_location='cpu')
+    assert ckpt['meta']['epoch'] == 1
 
 
 class _Evil:
@@ -101,20 +164,30 @@ class _Getattr:
         return (getattr, (HistoryBuffer, '__init__'))
 
 
-def test_arbitrary_code_is_still_refused(tmp_path):
+def test_arbitrary_code_is_refused_without_fallback_and_named(tmp_path, capfd):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'x': _Evil()}, path)
     with pytest.raises(pickle.UnpicklingError):
-        torch.load(path)
+        torch.load(path, weights_only=True)
+    # onedl-mmengine's own local loader would retry with weights_only=False and run the code
     with pytest.raises(CheckpointLoadError, match='builtins.eval'):
+        _load_checkpoint(str(path))
+    assert 'arbitrary code' not in capfd.readouterr().out
+
+
+def test_other_globals_are_named_in_the_error(tmp_path):
+    path = tmp_path / 'namespace.pth'
+    torch.save({'state_dict': {}, 'args': argparse.Namespace(lr=1)}, path)
+    with pytest.raises(CheckpointLoadError, match=r'refuses: argparse\.Namespace\.'):
         _load_checkpoint(str(path))
 
 
 def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
     path = tmp_path / 'getattr.pth'
     torch.save({'x': _Getattr()}, path)
-    with pytest.raises(pickle.UnpicklingError, match='only allows getattr'):
-        torch.load(path)
+    with runner_checkpoint_globals_allowed(), pytest.raises(pickle.UnpicklingError,
+                                                            match='only allows getattr'):
+        torch.load(path, weights_only=True)
 
 
 def test_truncated_and_missing_checkpoints_give_actionable_errors(runner_ckpt, tmp_path):
@@ -132,3 +205,81 @@ def test_hooks_are_registered():
     from mmdet.registry import HOOKS
     for name in ('AtomicCheckpointHook', 'FiniteLossHook', 'EpochReseedHook'):
         assert HOOKS.get(name) is not None, name
+
+
+IMPORT_PROBE = '''
+import torch
+from mmengine.runner.checkpoint import CheckpointLoader
+before = (CheckpointLoader._get_checkpoint_loader('x.pth'), torch.serialization.get_safe_globals())
+import mmdet_ddetr, mmdet_ddetr.models, mmdet_ddetr.engine
+after_import = (CheckpointLoader._get_checkpoint_loader('x.pth'), torch.serialization.get_safe_globals())
+import mmdet_ddetr.engine.safe_checkpoint_loading
+loader = CheckpointLoader._get_checkpoint_loader('x.pth')
+print(before == after_import, loader.__module__, torch.serialization.get_safe_globals() == before[1])
+'''
+
+
+def test_importing_the_package_changes_no_global_loading_state():
+    """Only the module the configs name switches the loader; nothing touches torch's list."""
+    out = subprocess.run([sys.executable, '-c', IMPORT_PROBE], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ['True', 'mmdet_ddetr.engine.checkpoint_safety', 'True']
+
+
+def test_every_config_switches_safe_loading_on():
+    from mmengine.config import Config
+    configs = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
+    assert len(configs) > 10
+    for path in configs:
+        imports = Config.fromfile(str(path), import_custom_modules=False).get(
+            'custom_imports', {}).get('imports', [])
+        assert 'mmdet_ddetr.engine.safe_checkpoint_loading' in imports, path
+
+
+def _torch_load_calls(tree: ast.AST):
+    """``torch.load(...)`` / ``torch.serialization.load(...)`` / ``load(...)`` imported from
+    torch, in one module."""
+    local_names = {alias.asname or alias.name for node in ast.walk(tree)
+                   if isinstance(node, ast.ImportFrom) and node.module in ('torch',
+                                                                           'torch.serialization')
+                   for alias in node.names if alias.name == 'load'}
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr == 'load':
+            owner = ast.unparse(func.value)
+            if owner in ('torch', 'torch.serialization'):
+                yield node
+        elif isinstance(func, ast.Name) and func.id in local_names:
+            yield node
+
+
+def _loads_not_weights_only(tree: ast.AST):
+    """The torch.load calls in ``tree`` that do not say ``weights_only=True`` literally."""
+    for call in _torch_load_calls(tree):
+        kw = {k.arg: k.value for k in call.keywords}  # `**kwargs` appears as key None
+        value = kw.get('weights_only')
+        if None in kw or not (isinstance(value, ast.Constant) and value.value is True):
+            yield call
+
+
+def test_no_code_of_ours_calls_torch_load_without_weights_only():
+    """Every torch.load in the package and the tools says ``weights_only=True`` literally,
+    so none can load with ``weights_only=False`` (nor with torch < 2.6's default)."""
+    files = sorted([*(REPO / 'mmdet_ddetr').rglob('*.py'), *(REPO / 'tools').rglob('*.py')])
+    trees = [(path, ast.parse(path.read_text(), str(path))) for path in files]
+    assert sum(len(list(_torch_load_calls(tree))) for _, tree in trees) >= 4  # sees the known ones
+    bad = [f'{path.relative_to(REPO)}:{call.lineno}: {ast.unparse(call)}'
+           for path, tree in trees for call in _loads_not_weights_only(tree)]
+    assert not bad, 'torch.load without a literal weights_only=True:\n' + '\n'.join(bad)
+
+
+def test_the_scan_catches_what_it_must():
+    code = ('import torch\nfrom torch import load as L\n'
+            'torch.load(f, weights_only=False)\nL(f)\ntorch.serialization.load(f, **kw)\n'
+            'torch.load(f, weights_only=True)\nflag = False\ntorch.load(f, weights_only=flag)\n')
+    tree = ast.parse(code)
+    assert [c.lineno for c in _torch_load_calls(tree)] == [3, 4, 5, 6, 8]
+    assert [c.lineno for c in _loads_not_weights_only(tree)] == [3, 4, 5, 8]

@@ -13,7 +13,8 @@ import os.path as osp
 import sys
 import types
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+# realpath: `mim run` starts this file through site-packages/mmdet_ddetr/.mim/tools (a link).
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.realpath(__file__))))
 
 
 def _load_generator():

@@ -13,25 +13,13 @@ from mmengine.fileio import FileClient, LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmdet.registry import HOOKS
 
+from mmdet_ddetr.utils.atomic_io import atomic_open, fsync_dir
+
 __all__ = ['AtomicCheckpointHook', 'atomic_replace', 'is_complete_checkpoint']
 
 # Suffix of in-progress files. They start with '.', so neither `ls` nor a glob such as
 # 'epoch_*.pth' (what users pass to --resume / load_from by hand) ever shows them.
 PARTIAL_SUFFIX = '.partial'
-
-
-def _fsync_dir(dirname: str) -> None:
-    """Flush a directory entry (the rename) to disk; best effort on filesystems without it."""
-    try:
-        fd = os.open(dirname, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_replace(tmp_path: str, final_path: str) -> None:
@@ -40,7 +28,9 @@ def atomic_replace(tmp_path: str, final_path: str) -> None:
     ``os.replace`` is atomic on POSIX and Windows when both paths are on the same filesystem
     (they are: same directory), so a reader sees either the old file or the complete new one.
     The data is fsync'ed first so that after a power loss the new name cannot point at blocks
-    that never reached the disk; a plain ``kill -9`` would only need the rename.
+    that never reached the disk; a plain ``kill -9`` would only need the rename. (The file is
+    written by ``Runner.save_checkpoint`` under a name we choose, hence not
+    :func:`mmdet_ddetr.utils.atomic_io.atomic_write`, whose temporary names are random.)
 
     Args:
         tmp_path: The complete temporary file.
@@ -49,16 +39,13 @@ def atomic_replace(tmp_path: str, final_path: str) -> None:
     with open(tmp_path, 'rb') as f:
         os.fsync(f.fileno())
     os.replace(tmp_path, final_path)
-    _fsync_dir(osp.dirname(osp.abspath(final_path)))
+    fsync_dir(osp.dirname(osp.abspath(final_path)))
 
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write a small text file (``last_checkpoint``) through a temporary name."""
-    tmp_path = osp.join(osp.dirname(path), f'.{osp.basename(path)}{PARTIAL_SUFFIX}')
-    with open(tmp_path, 'w') as f:
+    with atomic_open(path, 'w') as f:
         f.write(text)
-        f.flush()
-    atomic_replace(tmp_path, path)
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -92,10 +79,10 @@ class AtomicCheckpointHook(CheckpointHook):
     * with ``max_keep_ckpts`` the oldest checkpoint is deleted *after* the new one is in place
       (MMEngine deletes it first, so a kill during the next save leaves ``last_checkpoint``
       pointing at a deleted file);
-    * before an auto-resume (``--resume`` without a path) a ``last_checkpoint`` that names a
-      missing or truncated file -- e.g. written by the stock hook before a crash -- is pointed
-      back at the newest complete checkpoint, with a warning, and leftover ``*.partial`` files
-      are removed.
+    * before an auto-resume (``--resume`` without a path: ``resume=True`` and no ``load_from``
+      in the Runner's config) a ``last_checkpoint`` that names a missing or truncated file --
+      e.g. written by the stock hook before a crash -- is pointed back at the newest complete
+      checkpoint, with a warning, and leftover ``*.partial`` files are removed.
 
     Only local output directories are written atomically; for other backends (object stores,
     whose uploads are all-or-nothing anyway) the hook behaves like ``CheckpointHook``.
@@ -159,8 +146,9 @@ class AtomicCheckpointHook(CheckpointHook):
     def before_run(self, runner) -> None:
         """Repair the auto-resume pointer before ``Runner.load_or_resume`` reads it."""
         super().before_run(runner)
-        auto_resume = getattr(runner, '_resume', False) and getattr(runner, '_load_from',
-                                                                    None) is None
+        # The Runner's config (public) rather than its private _resume / _load_from: what
+        # tools/train.py, mmdet's and mim's train tools set for --resume.
+        auto_resume = runner.cfg.get('resume', False) and runner.cfg.get('load_from') is None
         if auto_resume and is_main_process():
             self._repair_last_checkpoint(runner)
         # Every rank reads last_checkpoint right after this hook.

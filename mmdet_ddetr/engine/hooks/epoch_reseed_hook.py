@@ -44,7 +44,8 @@ class EpochReseedHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         """Seed all generators for ``runner.epoch``."""
-        diff_rank = bool(getattr(runner, '_randomness_cfg', {}).get('diff_rank_seed', False))
+        # The config's `randomness` (public) rather than the Runner's private _randomness_cfg.
+        diff_rank = bool((runner.cfg.get('randomness') or {}).get('diff_rank_seed', False))
         seed = epoch_seed(runner.seed, runner.epoch, get_rank() if diff_rank else 0)
         random.seed(seed)
         np.random.seed(seed)
