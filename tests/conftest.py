@@ -1,5 +1,6 @@
 """Shared helpers: small DDETR configs, fixtures location, registry scope."""
 import copy
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
@@ -12,7 +13,9 @@ from mmengine.structures import InstanceData
 from mmdet.structures import DetDataSample
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / 'shared' / 'fixtures' / 'official'
+# ../shared beside the checkout; a GPU machine gets the copies tools/device/prepare.sh made.
+FIXTURES = Path(os.environ.get('MMDET_DDETR_FIXTURES',
+                               REPO.parent / 'shared' / 'fixtures' / 'official'))
 
 DefaultScope.get_instance('mmdet_ddetr_tests', scope_name='mmdet')
 
@@ -86,6 +89,17 @@ def make_batch(sizes: Sequence[Sequence[int]], num_classes: int = 3, boxes_per_i
             labels=torch.randint(0, num_classes, (n, ), generator=g))
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are always collected and skipped where torch sees no GPU (unless
+    ``MMDET_DDETR_CUDA_TEST_DEVICE=cpu`` rehearses them on the CPU, see tests/cuda)."""
+    if torch.cuda.is_available() or os.environ.get('MMDET_DDETR_CUDA_TEST_DEVICE') == 'cpu':
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA GPU (run by tools/device/cuda_check.sh)')
+    for item in items:
+        if item.get_closest_marker('cuda') is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True, scope='session')

@@ -1,6 +1,6 @@
 """Numerical parity with the official implementations, one module per model family.
 
-Each family module exposes ``check(fixture) -> {name: max_abs_diff}``; fixtures are the files
+Each family module exposes ``check(fixture, device='cpu') -> {name: max_abs_diff}``; fixtures are the files
 under ``../shared/fixtures/official/`` (their README documents the format).
 """
 import importlib
@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict
 FAMILIES = {'deformable_detr': 'ddetr', 'smca_detr_single_scale': 'smca'}
 
 
-def checker_for(fixture: Dict[str, Any]) -> Callable[[Dict[str, Any]], Dict[str, float]]:
+def checker_for(fixture: Dict[str, Any]) -> Callable[..., Dict[str, float]]:
     """The ``check`` function of the fixture's model family."""
     family = fixture.get('meta', {}).get('family')
     if family not in FAMILIES:

@@ -1,5 +1,5 @@
 """Comparison helpers shared by the family parity checks."""
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.structures import InstanceData
@@ -18,6 +18,20 @@ def load_converted(cfg: Dict[str, Any], state_dict: Dict[str, Tensor]) -> nn.Mod
         raise RuntimeError(f'converted weights do not fit the model: missing {missing}, '
                            f'unexpected {unexpected}')
     return model.double().eval()
+
+
+def to_device(obj: Any, device: Union[str, torch.device]) -> Any:
+    """``obj`` with every tensor inside (dicts, lists, tuples) moved to ``device``.
+
+    On the CPU this returns the very same tensors, so the CPU parity run is unchanged.
+    """
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
 
 
 def max_diff(a: Tensor, b: Tensor) -> float:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..converters.ddetr import official_to_ours
-from .common import data_samples, hungarian_matching, load_converted, max_diff
+from .common import data_samples, hungarian_matching, load_converted, max_diff, to_device
 
 # mmdet loss names -> official names (final layer); aux layers add "d{i}." / "_{i}".
 _LOSS_NAMES = {'loss_cls': 'loss_ce', 'loss_bbox': 'loss_bbox', 'loss_iou': 'loss_giou'}
@@ -145,9 +145,14 @@ def _compare_losses(model: nn.Module, run: Dict[str, Any], fixture: Dict[str, An
     return diffs
 
 
-def check(fixture: Dict[str, Any]) -> Dict[str, float]:
-    """Max abs difference of every stored output, loss and detection (inf = mismatch)."""
-    model = build_converted_model(fixture)
+def check(fixture: Dict[str, Any], device: str = 'cpu') -> Dict[str, float]:
+    """Max abs difference of every stored output, loss and detection (inf = mismatch).
+
+    ``device='cuda'`` runs the same float64 check on the GPU (mmcv's CUDA kernel for the
+    deformable attention, which dispatches double).
+    """
+    fixture = to_device(fixture, device)
+    model = build_converted_model(fixture).to(device)
     run = run_model(model, fixture)
     outputs = fixture['outputs']
     cls_scores, bbox_preds = run['cls_scores'], run['bbox_preds']

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 
 from ..converters.smca import convert_smca_official_state_dict
-from .common import data_samples, hungarian_matching, load_converted, max_diff
+from .common import data_samples, hungarian_matching, load_converted, max_diff, to_device
 from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES, SMCAGaussianPrior
 
 # Value of fixture['meta']['family'] for SMCA fixtures.
@@ -159,13 +159,16 @@ def _compare_losses(model: nn.Module, run: Dict[str, Any], fixture: Dict[str, An
     return diffs
 
 
-def check(fixture: Dict[str, Any]) -> Dict[str, float]:
+def check(fixture: Dict[str, Any], device: str = 'cpu') -> Dict[str, float]:
     """Max abs difference of every stored output, loss and detection (inf = mismatch).
+
+    ``device='cuda'`` runs the same float64 check on the GPU.
 
     Works for any hyper-parameters the fixture format expresses (dims, heads, layers, FFN,
     queries, classes, scale type1-4, smooth, C5 channels, image sizes, cost/loss weights).
     """
-    model = build_converted_model(fixture)
+    fixture = to_device(fixture, device)
+    model = build_converted_model(fixture).to(device)
     run = run_model(model, fixture)
     outputs, inputs, debug = fixture['outputs'], fixture['inputs'], fixture.get('debug', {})
     cls_scores, bbox_preds = run['cls_scores'], run['bbox_preds']

@@ -2,6 +2,7 @@
 
     python tools/analysis_tools/benchmark_vs_mmdet.py [--variants plain refine twostage]
         [--batch-size 2] [--img-size 512 672] [--iters 5] [--warmup 2] [--device cpu]
+        [--precisions fp32 amp] [--json FILE] [--profile-dir DIR]
 
 For every Deformable DETR variant it builds our DDETR and mmdet's DeformableDETR from the same
 R50 config (backbones without pretrained weights) and copies mmdet's weights into ours through the
@@ -17,16 +18,25 @@ allocated) and the ratio ours/peer (> 1 means ours is faster / uses more memory)
 is the median over iterations of the two models' time ratio within the iteration: the two runs
 of one iteration are back to back, so a change of the machine's speed during the benchmark
 (other load, clock) hits both alike and cancels out; the memory ratio is that of the medians.
+
+``--precisions fp32 amp`` measures both models again under automatic mixed precision (CUDA:
+float16 autocast with a gradient scaler for training, mmdet's best; ``--amp-dtype bf16`` for
+ours; CPU: bfloat16) and checks the GPU targets: training step with AMP >= 1.3x mmdet's best
+(the faster of its fp32 and AMP runs), inference (our faster precision) >= 1.0x mmdet's best,
+peak memory at each precision <= mmdet's. ``--json`` writes every row and target;
+``--profile-dir`` writes a torch.profiler table of our model's top kernels for each missed
+target (at most three).
 """
 import argparse
 import copy
 import ctypes
 import gc
+import json
 import os
 import statistics
 import threading
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -60,6 +70,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--skip-infer', action='store_true')
     add_verbose_argument(parser)
+    add_precision_args(parser)
     args = parser.parse_args()
     if args.iters < 1 or args.warmup < 0 or args.batch_size < 1:
         parser.error('--iters and --batch-size must be >= 1, --warmup >= 0')
@@ -253,8 +264,10 @@ def paired_speed_ratio(ours: List[float], peer: List[float]) -> float:
     return statistics.median(p / o for o, p in zip(ours, peer))
 
 
-def run_variant(name: str, args: argparse.Namespace
-                ) -> List[Tuple[str, float, float, float, str]]:
+def run_variant(name: str, args: argparse.Namespace, make_fns: Optional[Callable] = None,
+                label: str = '') -> List[Tuple[str, float, float, float, str]]:
+    """Rows of one variant; ``make_fns(model, batch, device, who)`` gives the (inference,
+    train step) closures (default :func:`step_fns`), ``label`` is appended to the variant."""
     ours, theirs = build_pair(VARIANTS[name], args.num_queries)
     ours.to(args.device), theirs.to(args.device)
     batch = make_batch(args.batch_size, *args.img_size)
@@ -263,7 +276,8 @@ def run_variant(name: str, args: argparse.Namespace
     modes = [m for m, skip in (('inference', args.skip_infer), ('train step', args.skip_train))
              if not skip]
     for mode in modes:
-        fns = {who: step_fns(model, batch, args.device)[mode == 'train step']
+        fns = {who: (make_fns(model, batch, args.device, who) if make_fns else
+                     step_fns(model, batch, args.device))[mode == 'train step']
                for who, model in (('ours', ours), ('mmdet', theirs))}
         times: Dict[str, List[float]] = {'ours': [], 'mmdet': []}
         mems: Dict[str, List[float]] = {'ours': [], 'mmdet': []}
@@ -277,13 +291,201 @@ def run_variant(name: str, args: argparse.Namespace
         ips = {w: args.batch_size / statistics.median(t) for w, t in times.items()}
         mem = {w: statistics.median(m) for w, m in mems.items()}
         peer = 'DETR' if VARIANTS[name].get('smca') else 'DeformableDETR'
-        rows.append((f'{name} {mode} img/s', ips['ours'], ips['mmdet'],
+        rows.append((f'{name}{label} {mode} img/s', ips['ours'], ips['mmdet'],
                      paired_speed_ratio(times['ours'], times['mmdet']),
                      f'higher is better; peer {peer}'))
-        rows.append((f'{name} {mode} peak MB', mem['ours'], mem['mmdet'],
+        rows.append((f'{name}{label} {mode} peak MB', mem['ours'], mem['mmdet'],
                      mem['ours'] / mem['mmdet'] if mem['mmdet'] > 0 else float('nan'),
                      'lower is better'))
     return rows
+
+
+# ------------------------------------------------------------------ precisions and GPU targets
+PRECISIONS = ('fp32', 'amp')
+#: Training step with AMP vs mmdet's best, inference vs mmdet's best, memory vs mmdet.
+TARGETS = {'train step': 1.3, 'inference': 1.0}
+MAX_PROFILES = 3
+
+
+def add_precision_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--precisions', nargs='+', default=['fp32'], choices=PRECISIONS,
+                        help='fp32 and/or amp (autocast; see --amp-dtype)')
+    parser.add_argument('--amp-dtype', choices=['fp16', 'bf16'], default='fp16',
+                        help='our autocast dtype on CUDA (mmdet always runs its best, fp16; '
+                        'on the CPU both use bf16)')
+    parser.add_argument('--json', help='write rows and targets to this JSON file')
+    parser.add_argument('--profile-dir',
+                        help='write a torch.profiler table of our model for each missed target')
+
+
+def amp_dtype(device: str, who: str, args: argparse.Namespace) -> torch.dtype:
+    if not device.startswith('cuda'):
+        return torch.bfloat16  # CPU autocast: bf16 is the supported fast path
+    if who == 'ours' and args.amp_dtype == 'bf16':
+        return torch.bfloat16
+    return torch.float16
+
+
+def amp_step_fns(model: torch.nn.Module, batch: Dict, device: str, dtype: torch.dtype
+                 ) -> Tuple[Callable[[], None], Callable[[], None]]:
+    """(inference, train step) closures under autocast; float16 training uses a gradient
+    scaler as mmengine's AmpOptimWrapper does."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)
+
+    def autocast():
+        return torch.autocast(device_type, dtype=dtype)
+
+    def infer():
+        model.eval()
+        with torch.no_grad(), autocast():
+            model(**model.data_preprocessor(copy.deepcopy(batch)), mode='predict')
+
+    def train():
+        model.train()
+        data = model.data_preprocessor(copy.deepcopy(batch), training=True)
+        with autocast():
+            losses = model(**data, mode='loss')
+        loss = sum(v for k, v in losses.items() if 'loss' in k)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return infer, train
+
+
+def run_variant_precisions(name: str, args: argparse.Namespace
+                           ) -> List[Tuple[str, float, float, float, str]]:
+    """Rows of one variant at every requested precision (labels '', ' amp')."""
+    rows = []
+    for precision in args.precisions:
+        if precision == 'fp32':
+            rows += run_variant(name, args)
+        else:
+            dtypes = {w: amp_dtype(args.device, w, args) for w in ('ours', 'mmdet')}
+            rows += run_variant(
+                name, args, label=' amp',
+                make_fns=lambda model, batch, device, who: amp_step_fns(
+                    model, batch, device, dtypes[who]))
+    return rows
+
+
+def parse_row(row: Tuple[str, float, float, float, str]) -> Dict:
+    """A row as a dict: variant, precision, mode, kind ('speed' or 'memory') and values."""
+    metric, ours, peer, ratio, note = row
+    kind = 'speed' if metric.endswith(' img/s') else 'memory'
+    head = metric[:-len(' img/s')] if kind == 'speed' else metric[:-len(' peak MB')]
+    mode = 'train step' if head.endswith(' train step') else 'inference'
+    head = head[:-len(mode) - 1]
+    precision = 'amp' if head.endswith(' amp') else 'fp32'
+    variant = head[:-len(' amp')] if precision == 'amp' else head
+    return dict(metric=metric, variant=variant, precision=precision, mode=mode, kind=kind,
+                ours=ours, mmdet=peer, ratio=ratio, note=note)
+
+
+def check_targets(rows: List[Dict]) -> List[Dict]:
+    """The GPU targets per variant and mode, from the rows of all precisions.
+
+    Speed: ours (AMP for the training step, the faster precision for inference) over mmdet's
+    faster precision, against :data:`TARGETS`. Memory: ours <= mmdet at each precision.
+    """
+    targets = []
+    for variant in dict.fromkeys(r['variant'] for r in rows):
+        for mode, needed in TARGETS.items():
+            speed = {r['precision']: r for r in rows if r['variant'] == variant
+                     and r['mode'] == mode and r['kind'] == 'speed'}
+            if not speed:
+                continue
+            peer_best = max(r['mmdet'] for r in speed.values())
+            if mode == 'train step':
+                if 'amp' not in speed:
+                    continue
+                ours, precision = speed['amp']['ours'], 'amp'
+            else:
+                precision = max(speed, key=lambda p: speed[p]['ours'])
+                ours = speed[precision]['ours']
+            ratio = ours / peer_best
+            targets.append(dict(variant=variant, mode=mode, kind='speed', precision=precision,
+                                target=f'>= {needed}x mmdet best', ratio=ratio,
+                                target_met=ratio >= needed))
+        for r in rows:
+            if r['variant'] == variant and r['kind'] == 'memory':
+                targets.append(dict(variant=variant, mode=r['mode'], kind='memory',
+                                    precision=r['precision'], target='<= mmdet',
+                                    ratio=r['ratio'], target_met=r['ours'] <= r['mmdet']))
+    return targets
+
+
+def profile_ours(variant: str, mode: str, precision: str, args: argparse.Namespace,
+                 path: str) -> None:
+    """A torch.profiler table of three steps of our model, top kernels by self device time."""
+    from torch.profiler import ProfilerActivity, profile
+    ours, _ = build_pair(VARIANTS[variant], args.num_queries)
+    ours.to(args.device)
+    batch = make_batch(args.batch_size, *args.img_size)
+    batch['inputs'] = batch['inputs'].to(args.device)
+    if precision == 'amp':
+        fns = amp_step_fns(ours, batch, args.device, amp_dtype(args.device, 'ours', args))
+    else:
+        fns = step_fns(ours, batch, args.device)
+    fn = fns[mode == 'train step']
+    fn()  # warm-up outside the profile
+    cuda = args.device.startswith('cuda')
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(3):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+    # torch renamed the CUDA columns to 'device'; try the new name, then the old one.
+    for sort in (['self_device_time_total', 'self_cuda_time_total'] if cuda
+                 else ['self_cpu_time_total']):
+        try:
+            table = prof.key_averages().table(sort_by=sort, row_limit=30)
+            break
+        except (AttributeError, KeyError, ValueError):
+            table = f'(profiler could not sort by {sort})'
+    with open(path, 'w') as f:
+        f.write(f'{variant} {mode} {precision} on {args.device}, batch {args.batch_size} at '
+                f'{args.img_size[0]}x{args.img_size[1]}, 3 steps\n{table}\n')
+
+
+def report_targets(rows: List[Tuple[str, float, float, float, str]],
+                   args: argparse.Namespace) -> None:
+    """Print the targets (with several precisions), profile misses, write the JSON."""
+    parsed = [parse_row(r) for r in rows]
+    targets = check_targets(parsed) if len(args.precisions) > 1 or \
+        args.device.startswith('cuda') else []
+    if targets:
+        print('targets:')
+        for t in targets:
+            print(f"  {t['variant']:<14} {t['mode']:<10} {t['kind']:<6} {t['precision']:<4} "
+                  f"{t['target']:<20} ratio {t['ratio']:.3f}  "
+                  f"{'met' if t['target_met'] else 'MISSED'}")
+    profiles = []
+    if args.profile_dir:
+        os.makedirs(args.profile_dir, exist_ok=True)
+        missed = [t for t in targets if not t['target_met']]
+        for t in list({(t['variant'], t['mode'], t['precision']): t
+                       for t in missed}.values())[:MAX_PROFILES]:
+            path = os.path.join(args.profile_dir, f"profile_{t['variant']}_"
+                                f"{t['mode'].replace(' ', '-')}_{t['precision']}.txt")
+            profile_ours(t['variant'], t['mode'], t['precision'], args, path)
+            profiles.append(path)
+            print(f'profile of the miss -> {path}')
+    if args.json:
+        meta = dict(device=args.device, torch=torch.__version__, batch_size=args.batch_size,
+                    img_size=args.img_size, iters=args.iters, warmup=args.warmup,
+                    precisions=args.precisions, amp_dtype=args.amp_dtype)
+        if args.device.startswith('cuda'):
+            meta['gpu'] = torch.cuda.get_device_name()
+        tmp = f'{args.json}.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(dict(meta=meta, rows=parsed, targets=targets, profiles=profiles), f,
+                      indent=1)
+        os.replace(tmp, args.json)
 
 
 def main() -> None:
@@ -299,11 +501,12 @@ def main() -> None:
           f'iters={args.iters} warmup={args.warmup} torch={torch.__version__}')
     rows = []
     for name in args.variants:
-        rows += run_variant(name, args)
+        rows += run_variant_precisions(name, args)
     width = max(len(r[0]) for r in rows)
     print(f'{"metric":<{width}}  {"ours":>10}  {"mmdet":>10}  {"ours/mmdet":>10}')
     for metric, ours, peer, ratio, note in rows:
         print(f'{metric:<{width}}  {ours:>10.3f}  {peer:>10.3f}  {ratio:>10.3f}  ({note})')
+    report_targets(rows, args)
 
 
 if __name__ == '__main__':

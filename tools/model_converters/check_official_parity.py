@@ -1,10 +1,13 @@
 """Check mmdet_ddetr against a fixture produced by the official implementation.
 
     python tools/model_converters/check_official_parity.py FIXTURE.pt [FIXTURE.pt ...]
+        [--device cuda]
 
 Builds our model from the fixture's hyper-parameters, converts its official state_dict, runs the
 stored inputs in float64 and prints the max abs difference of every output, loss, matching and
 post-processed detection. Exits 1 if any difference exceeds --tol (default 1e-4).
+``--device cuda`` runs the same float64 check on the GPU (mmcv's deformable-attention kernel
+dispatches double), with the same tolerance.
 """
 import argparse
 import os.path as osp
@@ -17,7 +20,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('fixtures', nargs='+', help='fixture .pt file(s)')
     parser.add_argument('--tol', type=float, default=1e-4, help='max allowed abs difference')
-    return parser.parse_args()
+    parser.add_argument('--device', default='cpu',
+                        help="where to run the model, e.g. 'cpu' (default) or 'cuda'")
+    args = parser.parse_args()
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: torch sees no CUDA device on this machine')
+    return args
 
 
 def main() -> int:
@@ -33,9 +41,10 @@ def main() -> int:
             print(f'error: fixture {path!r} does not exist', file=sys.stderr)
             return 2
         fixture = torch.load(path, map_location='cpu', weights_only=True)
-        diffs = checker_for(fixture)(fixture)
+        diffs = checker_for(fixture)(fixture, device=args.device)
         worst = max(diffs.values())
-        print(f'== {osp.basename(path)} ({fixture["meta"]["variant"]}): {len(diffs)} checks, '
+        print(f'== {osp.basename(path)} ({fixture["meta"]["variant"]}, {args.device}): '
+              f'{len(diffs)} checks, '
               f'max abs diff {worst:.3e}')
         width = max(map(len, diffs))
         for name, diff in diffs.items():

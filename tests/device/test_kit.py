@@ -1,0 +1,107 @@
+"""The GPU kit's checks (tools/device/kit.py) on small made-up files: no download needed."""
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+DEVICE_TOOLS = Path(__file__).resolve().parents[2] / 'tools' / 'device'
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f'device_{name}', DEVICE_TOOLS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+kit = load('kit')
+
+
+def write_lock(tmp_path: Path, files: dict) -> Path:
+    lines = [f'{name} 1.0 {kind} {hashlib.sha256(data).hexdigest()} {name}-1.0.{ext}'
+             for name, (kind, ext, data) in files.items()]
+    lock = tmp_path / 'lock'
+    lock.write_text('# comment\n' + '\n'.join(lines) + '\n')
+    return lock
+
+
+def test_the_shipped_lock_parses_and_covers_the_kit():
+    entries = kit.read_lock()
+    names = {e.name for e in entries}
+    assert {'mmengine', 'mmdet', 'pycocotools', 'mmcv', 'setuptools'} <= names
+    assert [e.kind for e in entries if e.name == 'mmcv'] == ['sdist']
+    assert all(e.file.endswith('.whl') for e in entries if e.kind == 'wheel')
+    assert 'torch' in kit.machine_packages() and 'mmcv' not in kit.machine_packages()
+
+
+def test_malformed_lock_line_is_named(tmp_path):
+    lock = tmp_path / 'lock'
+    lock.write_text('mmdet 3.3.0 wheel nothex mmdet.whl\n')
+    with pytest.raises(ValueError, match=r'lock:1: expected'):
+        kit.read_lock(lock)
+
+
+def test_check_states(tmp_path):
+    lock = write_lock(tmp_path, {'a': ('wheel', 'whl', b'aaa'), 'b': ('sdist', 'tar.gz', b'b')})
+    root = tmp_path / 'kit'
+    assert kit.check(root, lock)['status'] == 'not-prepared'
+    assert 'prepare.sh' in kit.check(root, lock)['message']
+    (root / 'wheels').mkdir(parents=True)
+    (root / 'sdist').mkdir()
+    (root / 'wheels' / 'a-1.0.whl').write_bytes(b'aaa')
+    state = kit.check(root, lock)
+    assert state['status'] == 'failed'
+    assert any('b-1.0.tar.gz is missing' in e for e in state['errors'])
+    (root / 'sdist' / 'b-1.0.tar.gz').write_bytes(b'tampered')
+    (root / 'fixtures').mkdir()
+    (root / 'fixtures' / 'f.pt').write_bytes(b'fixture')
+    assert [e.name for e in kit.problems(root, kit.read_lock(lock))] == ['b']
+    (root / 'sdist' / 'b-1.0.tar.gz').write_bytes(b'b')
+    kit.write_manifest(root, lock)
+    assert kit.check(root, lock)['status'] == 'ok'
+    assert kit.check(root, lock)['fixtures'] == ['fixtures/f.pt']
+    (root / 'fixtures' / 'f.pt').write_bytes(b'changed')
+    assert any('differs from MANIFEST' in e for e in kit.check(root, lock)['errors'])
+
+
+def report(*items):
+    return {'install': [dict(requested=req, metadata=dict(name=name, version='1',
+                                                          requires_dist=deps))
+                        for name, req, deps in items]}
+
+
+def test_closure_walks_only_what_travels():
+    lock = [kit.LockEntry('mmengine', '1', 'wheel', '0' * 64, 'x'),
+            kit.LockEntry('yapf', '1', 'wheel', '0' * 64, 'y')]
+    resolution = report(
+        ('mmengine', True, ['yapf', 'rich', 'opencv-python>=3', 'pytest; extra == "tests"']),
+        ('yapf', False, ['platformdirs>=3', 'tomli>=2; python_version < "3.11"']),
+        ('platformdirs', False, []), ('rich', False, ['markdown-it-py']),
+        ('markdown-it-py', False, ['mdurl']), ('mdurl', False, []),
+        ('opencv-python', False, ['numpy']), ('numpy', False, []), ('pytest', False, []))
+    machine = {'rich', 'opencv-python-headless', 'numpy'}
+    # platformdirs is reached through yapf, which travels; rich's needs are the machine's;
+    # opencv-python is met by the machine's headless build; extras and unresolved markers
+    # (tomli on 3.12) do not count.
+    assert kit.closure_gaps(resolution, lock, machine) == ['platformdirs==1']
+    lock.append(kit.LockEntry('platformdirs', '1', 'wheel', '0' * 64, 'p'))
+    assert kit.closure_gaps(resolution, lock, machine) == []
+
+
+def test_mmcv_thc_patch(tmp_path):
+    check = load('cuda_check')
+    src = tmp_path / 'mmcv-2.1.0'
+    helper = src / 'mmcv/ops/csrc/common/pytorch_cuda_helper.hpp'
+    kernel = src / 'mmcv/ops/csrc/pytorch/cuda/ms_deform_attn_cuda.cu'
+    for path in (helper, kernel):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('#include <ATen/ATen.h>\n#include <THC/THCAtomics.cuh>\n')
+    torch_include = tmp_path / 'include'
+    (torch_include / 'THC').mkdir(parents=True)
+    (torch_include / 'THC' / 'THCAtomics.cuh').write_text('')
+    assert check.patch_mmcv_sources(src, torch_include) == []  # torch still has it
+    (torch_include / 'THC' / 'THCAtomics.cuh').unlink()
+    assert len(check.patch_mmcv_sources(src, torch_include)) == 2
+    assert '<ATen/cuda/Atomic.cuh>' in kernel.read_text()
+    assert 'THC' not in helper.read_text()

@@ -1,0 +1,255 @@
+"""The GPU kit's file checks: lock file, hashes, manifest, dependency closure (stdlib only).
+
+Used by ``prepare.sh`` here (with the package index) and by ``cuda_check.py`` on the GPU machine
+(offline, its own Python 3.12), so it imports nothing outside the standard library.
+
+    python tools/device/kit.py missing   [--root .device]   # lock lines still to download
+    python tools/device/kit.py check     [--root .device]   # every file present, hashes equal
+    python tools/device/kit.py manifest  [--root .device] [--fixtures DIR]
+    python tools/device/kit.py closure   REPORT.json        # pip --report vs what travels
+
+Layout of the kit folder (``.device/``, ignored by git)::
+
+    wheels/*.whl          the lock's wheels
+    sdist/mmcv-2.1.0.tar.gz
+    fixtures/*.pt         copies of ../shared/fixtures/official (../shared does not travel)
+    prebuilt/*.whl        optional: an mmcv wheel built on the GPU machine by an earlier call
+    MANIFEST.tsv          path, name, version, sha256, size of every file above
+"""
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, List, NamedTuple, Optional
+
+HERE = Path(__file__).resolve().parent
+LOCK = HERE / 'requirements-gpu.lock'
+MACHINE_PACKAGES = HERE / 'gpu_machine_packages.txt'
+#: Size limit of the kit: the device tool carries at most 64 MiB with the working tree.
+MAX_KIT_BYTES = 60 * 10**6
+#: A package the closure asks for that the machine provides under another name.
+SUBSTITUTES = {'opencv-python': 'opencv-python-headless'}
+
+
+class LockEntry(NamedTuple):
+    name: str
+    version: str
+    kind: str  # 'wheel' or 'sdist'
+    sha256: str
+    file: str
+
+    @property
+    def folder(self) -> str:
+        return 'wheels' if self.kind == 'wheel' else 'sdist'
+
+    def path(self, root: Path) -> Path:
+        return Path(root) / self.folder / self.file
+
+
+def normalize(name: str) -> str:
+    """PEP 503 name: lower case, runs of ``-_.`` as one ``-``."""
+    return re.sub(r'[-_.]+', '-', name).lower()
+
+
+def read_lock(path: Path = LOCK) -> List[LockEntry]:
+    """Entries of the lock file; a malformed line raises ``ValueError`` naming it."""
+    entries = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split('#', 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if (len(fields) != 5 or fields[2] not in ('wheel', 'sdist')
+                or not re.fullmatch(r'[0-9a-f]{64}', fields[3])):
+            raise ValueError(f'{path}:{number}: expected "name version wheel|sdist sha256 file", '
+                             f'got {line!r}')
+        entries.append(LockEntry(*fields))
+    return entries
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def problems(root: Path, entries: Iterable[LockEntry]) -> Dict[LockEntry, str]:
+    """Entries whose file is missing or differs from the lock, with what is wrong."""
+    found = {}
+    for entry in entries:
+        path = entry.path(root)
+        if not path.is_file():
+            found[entry] = f'{path} is missing'
+        elif sha256(path) != entry.sha256:
+            found[entry] = f'{path} has sha256 {sha256(path)}, the lock says {entry.sha256}'
+    return found
+
+
+def check(root: Path, lock: Path = LOCK) -> Dict[str, object]:
+    """State of the kit folder: ``ok``, ``not-prepared`` (no folder at all) or ``failed``.
+
+    Fixtures are checked against the manifest that ``prepare.sh`` wrote beside them.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return dict(status='not-prepared',
+                    message=f'{root}/ does not exist: run `bash tools/device/prepare.sh` here '
+                            '(needs the package index) before carrying it to the GPU machine')
+    errors = list(problems(root, read_lock(lock)).values())
+    manifest = root / 'MANIFEST.tsv'
+    fixtures = []
+    if manifest.is_file():
+        for row in read_manifest(manifest):
+            if row['name'] != 'fixture':
+                continue
+            path = root / row['path']
+            fixtures.append(row['path'])
+            if not path.is_file():
+                errors.append(f'{path} is missing')
+            elif sha256(path) != row['sha256']:
+                errors.append(f'{path} differs from MANIFEST.tsv')
+    else:
+        errors.append(f'{manifest} is missing: re-run tools/device/prepare.sh')
+    size = kit_bytes(root)
+    if size > MAX_KIT_BYTES:
+        errors.append(f'{root} holds {size / 1e6:.1f} MB, over the {MAX_KIT_BYTES / 1e6:.0f} MB '
+                      'that can travel with the working tree')
+    return dict(status='failed' if errors else 'ok', errors=errors, fixtures=fixtures,
+                bytes=size)
+
+
+def kit_bytes(root: Path) -> int:
+    """Bytes under the kit folder, without builds left there by an earlier GPU call."""
+    total = 0
+    for folder in ('wheels', 'sdist', 'fixtures', 'prebuilt'):
+        for path in (Path(root) / folder).glob('*'):
+            if path.is_file():
+                total += path.stat().st_size
+    return total
+
+
+def read_manifest(path: Path) -> List[Dict[str, str]]:
+    lines = Path(path).read_text().splitlines()
+    header = lines[0].split('\t')
+    return [dict(zip(header, line.split('\t'))) for line in lines[1:] if line]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_manifest(root: Path, lock: Path = LOCK) -> Path:
+    """MANIFEST.tsv of the lock's files and the copied fixtures (path relative to ``root``)."""
+    root = Path(root)
+    rows = ['path\tname\tversion\tsha256\tsize']
+    for entry in read_lock(lock):
+        path = entry.path(root)
+        rows.append(f'{entry.folder}/{entry.file}\t{entry.name}\t{entry.version}\t'
+                    f'{sha256(path)}\t{path.stat().st_size}')
+    for path in sorted((root / 'fixtures').glob('*.pt')):
+        rows.append(f'fixtures/{path.name}\tfixture\t-\t{sha256(path)}\t{path.stat().st_size}')
+    for path in sorted((root / 'prebuilt').glob('*.whl')):
+        rows.append(f'prebuilt/{path.name}\tprebuilt\t-\t{sha256(path)}\t{path.stat().st_size}')
+    manifest = root / 'MANIFEST.tsv'
+    write_atomic(manifest, '\n'.join(rows) + '\n')
+    return manifest
+
+
+def machine_packages(path: Path = MACHINE_PACKAGES) -> set:
+    names = set()
+    for line in Path(path).read_text().splitlines():
+        names.update(normalize(n) for n in line.split('#', 1)[0].split())
+    return names
+
+
+def closure_gaps(report: Dict, lock_entries: Iterable[LockEntry],
+                 on_machine: Optional[set] = None) -> List[str]:
+    """Packages of a ``pip install --report`` resolution that would be missing there.
+
+    Walks the resolved dependency graph from the requested packages. A package already on the
+    machine is not expanded: its own needs are met there by the versions installed with it
+    (the resolver may have picked a newer release with other needs, e.g. python-dateutil 4
+    needs tzdata), so only what is reached through packages that travel counts.
+
+    Args:
+        report: The JSON report of ``pip install --dry-run --report`` for Python 3.12.
+        lock_entries: What travels as files.
+        on_machine: Normalised names already installed there (default: the kit's list).
+
+    Returns:
+        list[str]: ``name==version`` of every reached package that neither travels nor is on
+        the machine (empty when the kit is complete).
+    """
+    on_machine = machine_packages() if on_machine is None else on_machine
+    travels = {normalize(e.name) for e in lock_entries}
+    resolved = {normalize(i['metadata']['name']): i for i in report.get('install', [])}
+
+    def provided(name: str) -> bool:
+        return name in on_machine or SUBSTITUTES.get(name) in on_machine
+
+    todo = [name for name, item in resolved.items() if item.get('requested')]
+    seen, gaps = set(todo), []
+    while todo:
+        name = todo.pop()
+        if provided(name):
+            continue
+        if name not in travels:
+            gaps.append(f'{name}=={resolved[name]["metadata"]["version"]}')
+        for requirement in resolved[name]['metadata'].get('requires_dist') or []:
+            if 'extra ==' in requirement.replace('extra==', 'extra =='):
+                continue
+            dep = normalize(re.match(r'[A-Za-z0-9._-]+', requirement).group(0))
+            # Only what pip resolved: it has evaluated the markers for Python 3.12.
+            if dep in resolved and dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return sorted(gaps)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('command', choices=['missing', 'check', 'manifest', 'closure'])
+    parser.add_argument('report', nargs='?', help='pip --report JSON (closure only)')
+    parser.add_argument('--root', default='.device', help='kit folder (default .device)')
+    parser.add_argument('--lock', default=str(LOCK))
+    args = parser.parse_args(argv)
+    entries = read_lock(args.lock)
+    if args.command == 'missing':
+        for entry in problems(Path(args.root), entries):
+            print(' '.join(entry))
+        return 0
+    if args.command == 'manifest':
+        print(write_manifest(Path(args.root), args.lock))
+        return 0
+    if args.command == 'closure':
+        if not args.report:
+            parser.error('closure needs the path of a pip --report JSON')
+        with open(args.report) as f:
+            gaps = closure_gaps(json.load(f), entries)
+        for gap in gaps:
+            print(f'missing on the GPU machine and not in the lock: {gap}', file=sys.stderr)
+        return 1 if gaps else 0
+    state = check(Path(args.root), args.lock)
+    print(json.dumps(state, indent=1))
+    return {'ok': 0, 'not-prepared': 3}.get(state['status'], 1)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
