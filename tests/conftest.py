@@ -88,6 +88,16 @@ def make_batch(sizes: Sequence[Sequence[int]], num_classes: int = 3, boxes_per_i
     return dict(inputs=inputs, data_samples=samples)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` need a GPU: skip them (visibly) where there is none."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs CUDA (torch.cuda.is_available() is False)')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope='session')
 def _quiet_init_logs():
     """init_weights logs every parameter at INFO; keep test output readable."""
