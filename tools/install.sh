@@ -51,6 +51,7 @@ if ! check_ops; then
 fi
 echo "[install] runtime + test requirements"
 pipi -r requirements/runtime.txt -r requirements/tests.txt -c requirements/build.txt
+pipi -r requirements/deploy.txt -c requirements/build.txt  # onnx, onnxruntime, onnxscript (deployment)
 pipi -r requirements/mim.txt -c requirements/build.txt
 pipi --no-deps openmim==0.3.9
 echo "[install] mmdet_ddetr (editable)"

@@ -150,6 +150,9 @@ class MSDeformAttention(MultiScaleDeformableAttention):
         # Flat [H_0, W_0, ...]; empty lets the CPU kernel read the tensor (and CUDA not care).
         shape_list: List[int] = ([n for shape in spatial_shape_list for n in shape]
                                  if spatial_shape_list is not None else [])
+        if torch.jit.is_tracing():
+            # The JIT tracer hands sizes over as traced values; the op's schema wants ints.
+            shape_list = [int(n) for n in shape_list]
         output = ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
                                 attention_weights, shape_list, self.im2col_step)
         return output.to(out_dtype)
