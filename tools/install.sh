@@ -23,6 +23,7 @@ REQUIREMENT_FILES=(
   "$STACK_REQS"             # mmengine, mmdet (mmcv is pinned there too, compiled first)
   requirements/runtime.txt  # what mmdet_ddetr imports besides the stack
   requirements/tests.txt
+  requirements/deploy.txt  # onnx, onnxruntime, onnxscript: tools/deployment, ONNX Runtime evaluation
   requirements/mim.txt      # what `mim train/test/run` import (openmim itself: see below)
 )
 # Distributions of the other stacks: they install the same import names, so never both.

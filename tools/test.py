@@ -20,7 +20,8 @@ from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint',
+                        help='checkpoint file (.pth), or the .onnx file with --backend onnxruntime')
     parser.add_argument('--work-dir', help='the dir to save the evaluation metrics')
     parser.add_argument('--out', type=str,
                         help='dump the raw predictions to a pickle file (.pkl/.pickle)')
@@ -32,6 +33,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. test_evaluator.classwise=True')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the backbone and transformer (dynamic shapes)')
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
+                        help='onnxruntime: evaluate an exported .onnx file (CPU) with the '
+                        'config\'s dataloader and evaluator')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -72,10 +78,21 @@ def main() -> None:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
+    if args.backend == 'onnxruntime':
+        if args.compile:
+            raise SystemExit('--compile applies to the PyTorch backend, not to onnxruntime')
+        if not args.checkpoint.endswith('.onnx'):
+            raise SystemExit(f'--backend onnxruntime needs an .onnx file, got {args.checkpoint}')
+        import mmdet_ddetr.deployment  # noqa: F401  (registers OrtDetectorModel)
+        cfg.model = dict(type='OrtDetectorModel', onnx_file=args.checkpoint)
+        cfg.load_from = None
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
 
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if args.compile:
+        from mmdet_ddetr.engine.compile import compile_detector
+        compile_detector(runner.model)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError('--out must be a .pkl or .pickle file')

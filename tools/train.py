@@ -33,6 +33,9 @@ def parse_args() -> argparse.Namespace:
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4; lists as '
         'key="[a,b]" or key=a,b')
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile the backbone and transformer (dynamic shapes; '
+                        'matching, losses and optimizer stay eager)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (newer) or --local_rank (older).
@@ -87,6 +90,9 @@ def main() -> None:
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
+    if args.compile:
+        from mmdet_ddetr.engine.compile import compile_detector
+        compile_detector(runner.model)
     runner.train()
 
 

@@ -40,6 +40,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
+from mmdet_ddetr.utils import atomic_open
 from mmdet_ddetr.utils.cli import add_verbose_argument, quiet_init_log
 
 VARIANTS = {
@@ -71,6 +72,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--skip-infer', action='store_true')
     add_verbose_argument(parser)
     add_precision_args(parser)
+    parser.add_argument('--compile', action='store_true',
+                        help='also time torch.compile(dynamic=True) of ours and of mmdet\'s '
+                        'model against the eager models, with compile times')
+    parser.add_argument('--onnxruntime', action='store_true',
+                        help='also export ours to ONNX and time ONNX Runtime (CPU) inference '
+                        'against PyTorch eager (and compiled with --compile), unpadded batch')
     args = parser.parse_args()
     if args.iters < 1 or args.warmup < 0 or args.batch_size < 1:
         parser.error('--iters and --batch-size must be >= 1, --warmup >= 0')
@@ -481,11 +488,108 @@ def report_targets(rows: List[Tuple[str, float, float, float, str]],
                     precisions=args.precisions, amp_dtype=args.amp_dtype)
         if args.device.startswith('cuda'):
             meta['gpu'] = torch.cuda.get_device_name()
-        tmp = f'{args.json}.tmp'
-        with open(tmp, 'w') as f:
+        with atomic_open(args.json, 'w') as f:
             json.dump(dict(meta=meta, rows=parsed, targets=targets, profiles=profiles), f,
                       indent=1)
-        os.replace(tmp, args.json)
+
+
+# ---------------------------------------------------------------- --compile / --onnxruntime
+def compiled_step_fns(model: torch.nn.Module, batch: Dict, device: str
+                      ) -> Tuple[Callable[[], None], Callable[[], None]]:
+    """:func:`step_fns` with the model's forward under ``torch.compile(dynamic=True)`` (the
+    data preprocessor, backward and optimizer step stay eager)."""
+    # The compiled wrapper forwards attributes (data_preprocessor, parameters, train/eval).
+    return step_fns(torch.compile(model, dynamic=True), batch, device)
+
+
+def first_call_seconds(fn: Callable[[], None], device: str) -> float:
+    """Duration of the first call (for a compiled function: compilation plus one run)."""
+    return timed(fn, device)[0]
+
+
+def run_compile_variant(name: str, args: argparse.Namespace
+                        ) -> List[Tuple[str, float, float, float, str]]:
+    """Compiled vs eager, for ours and for mmdet's peer: paired speed ratios and compile time.
+
+    Compile time is the first compiled call minus the median eager call. The eager models are
+    the same instances (so the same weights) as the compiled ones.
+    """
+    import torch._dynamo
+    ours, theirs = build_pair(VARIANTS[name], args.num_queries)
+    ours.to(args.device), theirs.to(args.device)
+    batch = make_batch(args.batch_size, *args.img_size)
+    batch['inputs'] = batch['inputs'].to(args.device)
+    rows = []
+    modes = [m for m, skip in (('inference', args.skip_infer), ('train step', args.skip_train))
+             if not skip]
+    for mode in modes:
+        index = mode == 'train step'
+        for who, model in (('ours', ours), ('mmdet', theirs)):
+            torch._dynamo.reset()
+            eager = step_fns(model, batch, args.device)[index]
+            compiled = compiled_step_fns(model, batch, args.device)[index]
+            try:
+                first = first_call_seconds(compiled, args.device)
+            except Exception as exc:  # report, do not hide: mmdet's model may not compile
+                rows.append((f'{name} {mode} {who} compiled', float('nan'), float('nan'),
+                             float('nan'), f'compile failed: {type(exc).__name__}: '
+                             f'{str(exc).splitlines()[0][:80]}'))
+                continue
+            times: Dict[str, List[float]] = {'eager': [], 'compiled': []}
+            for it in range(args.warmup + args.iters):
+                order = ('eager', 'compiled') if it % 2 == 0 else ('compiled', 'eager')
+                for kind in order:
+                    elapsed = timed(eager if kind == 'eager' else compiled, args.device)[0]
+                    if it >= args.warmup:
+                        times[kind].append(elapsed)
+            eager_s = statistics.median(times['eager'])
+            rows.append((f'{name} {mode} {who} compiled/eager img/s',
+                         args.batch_size / statistics.median(times['compiled']),
+                         args.batch_size / eager_s,
+                         paired_speed_ratio(times['compiled'], times['eager']),
+                         f'compiled vs eager, > 1: compile pays; compile '
+                         f'{first - eager_s:.0f} s'))
+    return rows
+
+
+def run_onnxruntime_variant(name: str, args: argparse.Namespace
+                            ) -> List[Tuple[str, float, float, float, str]]:
+    """ONNX Runtime (CPU) vs PyTorch eager (and compiled) on one unpadded batch of our model."""
+    import tempfile
+
+    from mmdet_ddetr.deployment import (ExportableDetector, OrtDetector, export_onnx,
+                                        sample_images)
+    ours = build_pair(VARIANTS[name], args.num_queries)[0].eval()
+    images = sample_images(args.batch_size, tuple(args.img_size))
+    wrapper = ExportableDetector(ours).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f'{tmp}/{name}.onnx'
+        info = export_onnx(ours, path, shape=tuple(args.img_size), batch_size=args.batch_size)
+        runtime = OrtDetector(path, threads=torch.get_num_threads())
+        peers = {'eager': lambda: wrapper(images)}
+        if args.compile:
+            torch._dynamo.reset()
+            compiled = torch.compile(wrapper, dynamic=True)
+            peers['compiled'] = lambda: compiled(images)
+        rows = []
+        with torch.no_grad():
+            for peer in peers.values():
+                peer()  # warm-up / compilation
+            for kind, peer in peers.items():
+                times: Dict[str, List[float]] = {'ort': [], kind: []}
+                for it in range(args.warmup + args.iters):
+                    order = ('ort', kind) if it % 2 == 0 else (kind, 'ort')
+                    for who in order:
+                        fn = (lambda: runtime(images)) if who == 'ort' else peer
+                        elapsed = timed(fn, 'cpu')[0]
+                        if it >= args.warmup:
+                            times[who].append(elapsed)
+                rows.append((f'{name} inference onnxruntime/{kind} img/s',
+                             args.batch_size / statistics.median(times['ort']),
+                             args.batch_size / statistics.median(times[kind]),
+                             paired_speed_ratio(times['ort'], times[kind]),
+                             f'ORT CPU vs PyTorch {kind}; export {info["export_s"]:.0f} s'))
+    return rows
 
 
 def main() -> None:
@@ -502,8 +606,15 @@ def main() -> None:
     rows = []
     for name in args.variants:
         rows += run_variant_precisions(name, args)
+        if args.compile:
+            rows += run_compile_variant(name, args)
+        if args.onnxruntime:
+            rows += run_onnxruntime_variant(name, args)
     width = max(len(r[0]) for r in rows)
     print(f'{"metric":<{width}}  {"ours":>10}  {"mmdet":>10}  {"ours/mmdet":>10}')
+    if args.compile or args.onnxruntime:
+        print('(compile rows: columns are compiled, eager, compiled/eager; onnxruntime rows: '
+              'ORT, PyTorch, ORT/PyTorch)')
     for metric, ours, peer, ratio, note in rows:
         print(f'{metric:<{width}}  {ours:>10.3f}  {peer:>10.3f}  {ratio:>10.3f}  ({note})')
     report_targets(rows, args)

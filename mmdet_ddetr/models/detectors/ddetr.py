@@ -169,7 +169,9 @@ class DDETR(DetectionTransformer):
                              f'num_feature_levels={self.num_feature_levels}')
         bs = mlvl_feats[0].size(0)
         image_mask = self.padding_mask(mlvl_feats[0], batch_data_samples)
-        spatial_shape_list = [(int(f.shape[-2]), int(f.shape[-1])) for f in mlvl_feats]
+        # Plain ints in eager mode, symbolic under torch.compile(dynamic=True) and torch.export:
+        # int() would specialise the graph to one image size.
+        spatial_shape_list = [(f.shape[-2], f.shape[-1]) for f in mlvl_feats]
 
         feats, masks, positions = [], [], []
         for lvl, feat in enumerate(mlvl_feats):
@@ -184,8 +186,7 @@ class DDETR(DetectionTransformer):
             positions.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
             masks.append(mask)
 
-        spatial_shapes = torch.as_tensor(spatial_shape_list, dtype=torch.long,
-                                         device=mlvl_feats[0].device)
+        spatial_shapes = shapes_tensor(spatial_shape_list, mlvl_feats[0].device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1, )),
                                        spatial_shapes.prod(1).cumsum(0)[:-1]))
         if image_mask is None:
@@ -291,6 +292,19 @@ class DDETR(DetectionTransformer):
             reg_branches=self.bbox_head.reg_branches if self.with_box_refine else None)
         return dict(hidden_states=hidden_states,
                     references=[reference_points, *inter_references])
+
+
+def shapes_tensor(shape_list: Sequence[Tuple[int, int]], device: torch.device) -> Tensor:
+    """(num_levels, 2) int64 tensor of the level shapes.
+
+    Eager: one ``as_tensor``. Under ``torch.compile`` / ``torch.export`` the shapes are
+    symbolic and ``as_tensor`` would bake the traced size into the graph, so the tensor is
+    built from ``full`` ops that keep them symbolic.
+    """
+    if not torch.compiler.is_compiling():
+        return torch.as_tensor(shape_list, dtype=torch.long, device=device)
+    return torch.stack([torch.stack([torch.full((), n, dtype=torch.long, device=device)
+                                     for n in shape]) for shape in shape_list])
 
 
 __all__ = ['DDETR']

@@ -94,9 +94,11 @@ def encoder_reference_points(spatial_shape_list: Sequence[Tuple[int, int]],
     device = valid_ratios.device
     per_level = []
     for lvl, (h, w) in enumerate(spatial_shape_list):
+        # arange + 0.5 equals linspace(0.5, h - 0.5, h) bit for bit (exact in float32) and,
+        # unlike linspace's int ``steps``, keeps a symbolic h under torch.compile/export.
         ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-            torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+            torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+            torch.arange(w, dtype=torch.float32, device=device) + 0.5,
             indexing='ij')
         ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
         ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, lvl, 0] * w)

@@ -1,16 +1,15 @@
 """Multi-scale deformable attention (Deformable DETR, Sec. 4.1, Eq. 3).
 
-On CUDA tensors the op is mmcv's compiled kernel. Elsewhere it is our PyTorch sampling path
-(:func:`ms_deform_sample`: bilinear ``grid_sample`` per level, weighted and reduced per level),
-which computes what mmcv's PyTorch path computes about twice as fast for encoder queries. This
-module also decides *how* the op is called so that it always works:
+The sampling step is the operator ``torch.ops.mmdet_ddetr.ms_deform_attn``
+(:mod:`mmdet_ddetr.ops`): mmcv's compiled kernel on CUDA tensors, our PyTorch sampling path
+elsewhere, opaque to ``torch.compile`` and exportable to ONNX. This module decides *how* the op
+is called so that it always works:
 
-* ``im2col_step`` must divide the batch for the CUDA kernel; we pass the largest divisor of the
-  batch that does not exceed the configured step, so any batch size (e.g. 65) runs.
-* mmcv's CUDA kernel has no bfloat16; under bf16 autocast the op runs as a float32 island and the
-  result is cast back.
-* Level shapes are handed to the PyTorch path as Python ints, which avoids one device-to-host
-  copy per level and per layer.
+* mmcv's CUDA kernel has no bfloat16; under bf16 autocast (or with a bf16 model) the op runs as
+  a float32 island and the result is cast back.
+* Level shapes are handed to the op as Python ints (symbolic under ``torch.compile``), which
+  avoids one device-to-host copy per level and per layer on the PyTorch path.
+* The op reduces ``im2col_step`` to a divisor of the batch, so any batch size (e.g. 65) runs.
 
 It also records sampling locations and attention weights on request, for visualisation.
 """
@@ -18,26 +17,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
-from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
 from torch import Tensor
 
 from mmdet.registry import MODELS
+from ...ops import ms_deform_attn, safe_im2col_step
 from ..utils.fast_dropout import use_fast_dropout
-from .ms_deform_sampling import ms_deform_sample
 
 # dtypes mmcv's compiled kernel implements; anything else runs as a float32 island.
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.float64)
-
-
-def safe_im2col_step(batch_size: int, im2col_step: int) -> int:
-    """Largest step <= ``im2col_step`` that divides ``batch_size``.
-
-    The CUDA kernel asserts ``batch_size % im2col_step == 0``; mmcv's default of 64 therefore
-    breaks any batch above 64 that is not a multiple of 64.
-    """
-    if batch_size <= im2col_step:
-        return max(batch_size, 1)
-    return max(d for d in range(1, im2col_step + 1) if batch_size % d == 0)
 
 
 @MODELS.register_module()
@@ -153,23 +140,21 @@ class MSDeformAttention(MultiScaleDeformableAttention):
                        level_start_index: Tensor, sampling_locations: Tensor,
                        attention_weights: Tensor,
                        spatial_shape_list: Optional[Sequence[Tuple[int, int]]]) -> Tensor:
-        """Sample: mmcv's CUDA kernel on CUDA tensors, :func:`ms_deform_sample` elsewhere."""
+        """Sample through the ``mmdet_ddetr::ms_deform_attn`` operator."""
         out_dtype = value.dtype
         if value.dtype not in _KERNEL_DTYPES or sampling_locations.dtype not in _KERNEL_DTYPES:
             # bf16 (autocast or a bf16 model): mmcv's kernel has no bf16 -> float32 island.
             value = value.float()
         sampling_locations = sampling_locations.to(value.dtype)
         attention_weights = attention_weights.to(value.dtype)
-        if value.is_cuda:
-            step = safe_im2col_step(value.shape[0], self.im2col_step)
-            output = MultiScaleDeformableAttnFunction.apply(
-                value, spatial_shapes, level_start_index, sampling_locations,
-                attention_weights, step)
-        else:
-            shapes: List[Tuple[int, int]] = (
-                list(spatial_shape_list) if spatial_shape_list is not None
-                else [tuple(s) for s in spatial_shapes.tolist()])
-            output = ms_deform_sample(value, shapes, sampling_locations, attention_weights)
+        # Flat [H_0, W_0, ...]; empty lets the CPU kernel read the tensor (and CUDA not care).
+        shape_list: List[int] = ([n for shape in spatial_shape_list for n in shape]
+                                 if spatial_shape_list is not None else [])
+        if torch.jit.is_tracing():
+            # The JIT tracer hands sizes over as traced values; the op's schema wants ints.
+            shape_list = [int(n) for n in shape_list]
+        output = ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
+                                attention_weights, shape_list, self.im2col_step)
         return output.to(out_dtype)
 
 

@@ -93,8 +93,9 @@ class DDETRProposalGenerator(BaseModule):
             else:
                 scale = torch.tensor([w, h], dtype=torch.float32, device=device).view(1, 1, 1, 2)
             grid_y, grid_x = torch.meshgrid(
-                torch.linspace(0, h - 1, h, dtype=torch.float32, device=device),
-                torch.linspace(0, w - 1, w, dtype=torch.float32, device=device),
+                # = linspace(0, h - 1, h), but symbolic-size friendly (compile/export).
+                torch.arange(h, dtype=torch.float32, device=device),
+                torch.arange(w, dtype=torch.float32, device=device),
                 indexing='ij')
             centre = (torch.stack([grid_x, grid_y], -1).expand(bs, -1, -1, -1) + 0.5) / scale
             size = torch.full_like(centre, self.base_size * 2.0**lvl)

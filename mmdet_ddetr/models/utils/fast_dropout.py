@@ -43,7 +43,9 @@ def fast_dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if dropped == _LEVELS:
         return x * 0
-    if x.device.type != 'cpu':
+    if x.device.type != 'cpu' or torch.compiler.is_compiling():
+        # Under torch.compile the in-place random_ would break the graph; inductor generates
+        # its own fused dropout mask instead.
         return F.dropout(x, p, training=True)
     n = x.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device)

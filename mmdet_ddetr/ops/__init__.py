@@ -1,0 +1,10 @@
+"""Low-level operators (speed and deployment code, kept apart from the paper's layers).
+
+Importing this package registers the ``torch.ops.mmdet_ddetr`` operators.
+"""
+from .ms_deform_attn_op import (export_decompositions, ms_deform_attn, ms_deform_attn_backward,
+                                safe_im2col_step)
+from .ms_deform_sampling import ms_deform_sample, ms_deform_sample_backward
+
+__all__ = ['ms_deform_attn', 'ms_deform_attn_backward', 'safe_im2col_step',
+           'export_decompositions', 'ms_deform_sample', 'ms_deform_sample_backward']

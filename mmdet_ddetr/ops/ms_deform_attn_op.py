@@ -1,0 +1,201 @@
+"""Multi-scale deformable sampling as a real torch operator: ``mmdet_ddetr::ms_deform_attn``.
+
+Why an operator rather than a Python function or an ``autograd.Function``:
+
+* ``torch.compile`` treats it as one opaque node. Inductor otherwise decomposes ``grid_sample``
+  into gathers and index arithmetic that run several times slower than ATen's kernel on CPU,
+  and it cannot trace mmcv's CUDA extension call at all (a graph break per layer).
+* The fake (meta) implementations give output shapes from input shapes alone, so dynamo,
+  AOTAutograd and ``torch.export`` handle it with dynamic shapes and no host sync.
+* ``torch.export`` keeps it as one node that the ONNX export decomposes into standard
+  ``GridSample`` nodes (:func:`ms_deform_attn_decomposition`).
+
+Kernels:
+
+* CUDA: mmcv's compiled ``ms_deform_attn_forward`` / ``ms_deform_attn_backward`` (not
+  re-implemented here), with an ``im2col_step`` that divides the batch.
+* Every other device (CPU): :func:`~mmdet_ddetr.ops.ms_deform_sampling.ms_deform_sample`
+  forward and :func:`~mmdet_ddetr.ops.ms_deform_sampling.ms_deform_sample_backward`, which
+  calls the very ATen backward kernels autograd would call on the eager path, so gradients
+  equal the eager ones to float rounding.
+
+Both ops take the level shapes twice: as the ``(L, 2)`` int64 tensor the CUDA kernel reads, and
+as a flat list of ints ``[H_0, W_0, H_1, W_1, ...]`` (symbolic under ``torch.compile``) that the
+CPU kernel and the export decomposition read without a device-to-host copy. An empty list means
+"read them from the tensor" (one ``tolist()``; fine on CPU).
+"""
+from typing import List, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from .ms_deform_sampling import ms_deform_sample, ms_deform_sample_backward
+
+_OP_NAME = 'mmdet_ddetr::ms_deform_attn'
+
+
+def safe_im2col_step(batch_size: int, im2col_step: int) -> int:
+    """Largest step <= ``im2col_step`` that divides ``batch_size``.
+
+    The CUDA kernel asserts ``batch_size % im2col_step == 0``; mmcv's default of 64 therefore
+    breaks any batch above 64 that is not a multiple of 64.
+    """
+    if batch_size <= im2col_step:
+        return max(batch_size, 1)
+    return max(d for d in range(1, im2col_step + 1) if batch_size % d == 0)
+
+
+def level_shapes(spatial_shapes: Tensor, shape_list: Sequence[int]) -> List[Tuple[int, int]]:
+    """``[(H_l, W_l), ...]`` from the flat int list, or from the tensor when the list is empty."""
+    if len(shape_list) == 0:
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    if len(shape_list) != 2 * spatial_shapes.shape[0]:
+        raise ValueError(f'shape_list has {len(shape_list)} ints but spatial_shapes has '
+                         f'{spatial_shapes.shape[0]} levels; pass [H_0, W_0, H_1, W_1, ...]')
+    return [(shape_list[2 * i], shape_list[2 * i + 1]) for i in range(len(shape_list) // 2)]
+
+
+def _mmcv_ext():
+    """mmcv's compiled extension, imported on first CUDA call (CPU-only builds never need it)."""
+    from mmcv.utils import ext_loader
+    return ext_loader.load_ext('_ext', ['ms_deform_attn_forward', 'ms_deform_attn_backward'])
+
+
+# ---------------------------------------------------------------------------------- forward
+@torch.library.custom_op(_OP_NAME, mutates_args=())
+def ms_deform_attn(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                   sampling_locations: Tensor, attention_weights: Tensor,
+                   shape_list: Sequence[int], im2col_step: int) -> Tensor:
+    """Attention-weighted bilinear samples of every level, summed per query and head.
+
+    Args:
+        value (Tensor): (bs, num_value, heads, head_dim).
+        spatial_shapes (Tensor): (num_levels, 2) int64 (H_l, W_l), on ``value``'s device.
+        level_start_index (Tensor): (num_levels, ) int64 start of each level in ``value``.
+        sampling_locations (Tensor): (bs, num_query, heads, levels, points, 2), normalised
+            (x, y); locations outside [0, 1] read zeros.
+        attention_weights (Tensor): (bs, num_query, heads, levels, points).
+        shape_list (Sequence[int]): ``spatial_shapes`` flattened as ints, or empty.
+        im2col_step (int): CUDA kernel batch chunk; reduced to a divisor of the batch.
+
+    Returns:
+        Tensor: (bs, num_query, heads * head_dim), dtype of ``value``.
+    """
+    # Default kernel (CPU and any device without a dedicated one): our PyTorch sampling path.
+    return ms_deform_sample(value, level_shapes(spatial_shapes, shape_list), sampling_locations,
+                            attention_weights)
+
+
+@ms_deform_attn.register_kernel('cuda')
+def _ms_deform_attn_cuda(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                         sampling_locations: Tensor, attention_weights: Tensor,
+                         shape_list: Sequence[int], im2col_step: int) -> Tensor:
+    # mmcv's kernel indexes raw memory: every input must be contiguous.
+    return _mmcv_ext().ms_deform_attn_forward(
+        value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+        sampling_locations.contiguous(), attention_weights.contiguous(),
+        im2col_step=safe_im2col_step(value.shape[0], im2col_step))
+
+
+@ms_deform_attn.register_fake
+def _ms_deform_attn_fake(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
+                         sampling_locations: Tensor, attention_weights: Tensor,
+                         shape_list: Sequence[int], im2col_step: int) -> Tensor:
+    bs, _, heads, head_dim = value.shape
+    return value.new_empty((bs, sampling_locations.shape[1], heads * head_dim))
+
+
+# --------------------------------------------------------------------------------- backward
+@torch.library.custom_op(_OP_NAME + '_backward', mutates_args=())
+def ms_deform_attn_backward(grad_output: Tensor, value: Tensor, spatial_shapes: Tensor,
+                            level_start_index: Tensor, sampling_locations: Tensor,
+                            attention_weights: Tensor, shape_list: Sequence[int],
+                            im2col_step: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of :func:`ms_deform_attn` w.r.t. value, sampling locations and weights.
+
+    Args:
+        grad_output (Tensor): (bs, num_query, heads * head_dim).
+        Others: as :func:`ms_deform_attn`.
+
+    Returns:
+        tuple[Tensor, Tensor, Tensor]: shaped like ``value``, ``sampling_locations`` and
+        ``attention_weights``.
+    """
+    return ms_deform_sample_backward(grad_output, value, level_shapes(spatial_shapes, shape_list),
+                                     sampling_locations, attention_weights)
+
+
+@ms_deform_attn_backward.register_kernel('cuda')
+def _ms_deform_attn_backward_cuda(grad_output: Tensor, value: Tensor, spatial_shapes: Tensor,
+                                  level_start_index: Tensor, sampling_locations: Tensor,
+                                  attention_weights: Tensor, shape_list: Sequence[int],
+                                  im2col_step: int) -> Tuple[Tensor, Tensor, Tensor]:
+    # mmcv's backward accumulates into zero-initialised outputs (as its autograd.Function does).
+    grad_value = torch.zeros_like(value, memory_format=torch.contiguous_format)
+    grad_locations = torch.zeros_like(sampling_locations, memory_format=torch.contiguous_format)
+    grad_weights = torch.zeros_like(attention_weights, memory_format=torch.contiguous_format)
+    _mmcv_ext().ms_deform_attn_backward(
+        value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
+        sampling_locations.contiguous(), attention_weights.contiguous(),
+        grad_output.contiguous(), grad_value, grad_locations, grad_weights,
+        im2col_step=safe_im2col_step(value.shape[0], im2col_step))
+    return grad_value, grad_locations, grad_weights
+
+
+@ms_deform_attn_backward.register_fake
+def _ms_deform_attn_backward_fake(grad_output: Tensor, value: Tensor, spatial_shapes: Tensor,
+                                  level_start_index: Tensor, sampling_locations: Tensor,
+                                  attention_weights: Tensor, shape_list: Sequence[int],
+                                  im2col_step: int) -> Tuple[Tensor, Tensor, Tensor]:
+    return (torch.empty_like(value, memory_format=torch.contiguous_format),
+            torch.empty_like(sampling_locations, memory_format=torch.contiguous_format),
+            torch.empty_like(attention_weights, memory_format=torch.contiguous_format))
+
+
+# --------------------------------------------------------------------------------- autograd
+def _setup_context(ctx, inputs, output) -> None:
+    (value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+     shape_list, im2col_step) = inputs
+    ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations,
+                          attention_weights)
+    ctx.shape_list = list(shape_list)
+    ctx.im2col_step = im2col_step
+
+
+def _backward(ctx, grad_output: Tensor):
+    value, spatial_shapes, level_start_index, sampling_locations, attention_weights = \
+        ctx.saved_tensors
+    grad_value, grad_locations, grad_weights = ms_deform_attn_backward(
+        grad_output, value, spatial_shapes, level_start_index, sampling_locations,
+        attention_weights, ctx.shape_list, ctx.im2col_step)
+    return grad_value, None, None, grad_locations, grad_weights, None, None
+
+
+ms_deform_attn.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ------------------------------------------------------------------------------------ export
+def ms_deform_attn_decomposition(value: Tensor, spatial_shapes: Tensor,
+                                 level_start_index: Tensor, sampling_locations: Tensor,
+                                 attention_weights: Tensor, shape_list: Sequence[int],
+                                 im2col_step: int) -> Tensor:
+    """The op in standard ATen ops (``grid_sampler_2d`` per level), for
+    ``ExportedProgram.run_decompositions``: what the ONNX export turns into ``GridSample``.
+
+    Needs ``shape_list`` (symbolic ints are fine): the tensor's values are unknown while
+    exporting.
+    """
+    if len(shape_list) == 0:
+        raise ValueError('exporting ms_deform_attn needs the level shapes as ints '
+                         '(shape_list); pass spatial_shape_list to MSDeformAttention')
+    return ms_deform_sample(value, level_shapes(spatial_shapes, shape_list), sampling_locations,
+                            attention_weights)
+
+
+def export_decompositions() -> dict:
+    """Decomposition table entry for :meth:`torch.export.ExportedProgram.run_decompositions`."""
+    return {torch.ops.mmdet_ddetr.ms_deform_attn.default: ms_deform_attn_decomposition}
+
+
+__all__ = ['ms_deform_attn', 'ms_deform_attn_backward', 'safe_im2col_step', 'level_shapes',
+           'ms_deform_attn_decomposition', 'export_decompositions']

@@ -1,0 +1,91 @@
+"""ONNX export of every detector variant at a small size, verified with ONNX Runtime."""
+import pytest
+import torch
+
+from mmdet_ddetr.deployment import (ExportableDetector, UnsupportedExport, compare_detections,
+                                    export_onnx, pytorch_detections, sample_images, verify_onnx)
+from tests.conftest import build_model, small_ddetr_cfg
+from tests.models.smca.common import small_smca_cfg
+
+VARIANTS = {
+    'ddetr': lambda: small_ddetr_cfg(),
+    'ddetr-single-scale': lambda: small_ddetr_cfg(num_levels=1),
+    'ddetr-refine': lambda: small_ddetr_cfg(with_box_refine=True),
+    'ddetr-refine-twostage': lambda: small_ddetr_cfg(with_box_refine=True, as_two_stage=True),
+    'smca': lambda: small_smca_cfg(),
+    'smca-ms': lambda: small_smca_cfg(multi_scale=True),
+}
+
+
+def _detector(variant: str) -> torch.nn.Module:
+    return build_model(VARIANTS[variant]()).eval()
+
+
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_wrapper_equals_the_detectors_own_predict(variant):
+    """The batched post-processing in the graph is the head's per-image predict."""
+    detector = _detector(variant)
+    images = sample_images(2, (96, 128))
+    with torch.no_grad():
+        ours = ExportableDetector(detector)(images)
+    reference = pytorch_detections(detector, images)
+    k = ours[1].shape[1]
+    assert ours[0].shape == (2, k, 4) and ours[2].shape == (2, k) and k > 0
+    for mine, theirs in zip(ours, reference):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('variant', list(VARIANTS))
+def test_export_and_verify_with_onnxruntime(variant, tmp_path):
+    """DDETR variants: dynamic batch and size, verified at another batch and size than the
+    traced example. SMCA: fixed size (its --dynamic is refused, see below)."""
+    import onnx
+    detector = _detector(variant)
+    out = tmp_path / f'{variant}.onnx'
+    ddetr = variant.startswith('ddetr')
+    info = export_onnx(detector, out, shape=(96, 128), batch_size=1, dynamic=ddetr)
+    model = onnx.load(str(out))
+    # Standard ONNX only: no custom domain anywhere.
+    assert {n.domain for n in model.graph.node} <= {'', 'ai.onnx'}
+    if ddetr:
+        levels = 1 if variant == 'ddetr-single-scale' else 4
+        # 2 encoder + 2 decoder layers, one GridSample per level.
+        assert info['nodes'].get('GridSample', 0) == 4 * levels
+        assert info['dynamic_axes'] == ['batch', 'height', 'width']
+        result = verify_onnx(detector, out, (128, 96), batch_size=3)
+    else:
+        assert info['dynamic_axes'] == []
+        result = verify_onnx(detector, out, (96, 128), batch_size=1)
+    assert result['passed'], result
+
+
+def test_smca_dynamic_is_refused_by_name(tmp_path):
+    with pytest.raises(UnsupportedExport, match='--dynamic with SMCADETR'):
+        export_onnx(_detector('smca'), tmp_path / 'm.onnx', shape=(96, 128), dynamic=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_opset_fails_cleanly_and_leaves_no_file(tmp_path):
+    detector = _detector('ddetr')
+    out = tmp_path / 'm.onnx'
+    with pytest.raises(UnsupportedExport, match='opset 13'):
+        export_onnx(detector, out, shape=(64, 64), opset=13)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_detector_is_named(tmp_path):
+    with pytest.raises(UnsupportedExport, match='Linear is not exportable'):
+        export_onnx(torch.nn.Linear(2, 2), tmp_path / 'm.onnx', shape=(64, 64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_detections_aligns_swapped_near_ties():
+    boxes = torch.tensor([[[0., 0., 1., 1.], [5., 5., 6., 6.]]])
+    scores = torch.tensor([[0.5, 0.5]])
+    labels = torch.tensor([[1, 2]])
+    swapped = (boxes.flip(1), scores, labels.flip(1))
+    result = compare_detections((boxes, scores, labels), swapped)
+    assert result['max_abs_box'] == 0 and result['labels_equal'] == 0
+    moved = (boxes + 1e-3, scores, labels)
+    assert compare_detections((boxes, scores, labels), moved)['max_abs_box'] == pytest.approx(
+        1e-3, abs=1e-6)

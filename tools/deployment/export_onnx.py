@@ -1,0 +1,74 @@
+"""Export a detector of this package to ONNX (deformable sampling as standard GridSample).
+
+Examples::
+
+    python tools/deployment/export_onnx.py configs/deformable_detr/deformable-detr_r50_16xb2-50e_coco.py \
+        --checkpoint ckpt.pth --out ddetr.onnx --shape 800 1333 --dynamic --verify
+    python tools/deployment/export_onnx.py CONFIG --out m.onnx --shape 128 160 --verify  # own init
+
+Input ``images`` (bs, 3, H, W) float32 raw pixels in the pipeline's channel order (BGR);
+normalisation is inside the graph. Outputs ``boxes`` (bs, k, 4) xyxy in input pixels,
+``scores`` (bs, k), ``labels`` (bs, k). See :mod:`mmdet_ddetr.deployment.onnx_export`.
+"""
+import argparse
+import sys
+
+from mmdet_ddetr.deployment import (DEFAULT_OPSET, MIN_OPSET, UnsupportedExport,
+                                    build_detector, export_onnx, verify_onnx)
+from mmdet_ddetr.utils.cli import checked, positive_int
+
+opset_type = checked(int, 'an integer', lambda v: v >= MIN_OPSET,
+                     f'GridSample needs opset >= {MIN_OPSET}')
+side_type = checked(int, 'an integer', lambda v: v >= 32, 'each side must be >= 32 pixels')
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('config', help='model config (any shipped config)')
+    parser.add_argument('--checkpoint', help='weights; without it the model\'s own init')
+    parser.add_argument('--out', required=True, help='output .onnx file (written atomically)')
+    parser.add_argument('--shape', nargs=2, type=side_type, default=[800, 1333],
+                        metavar=('H', 'W'), help='example input size (default 800 1333)')
+    parser.add_argument('--batch-size', type=positive_int, default=1,
+                        help='example batch (the fixed batch of SMCA models)')
+    parser.add_argument('--opset', type=opset_type, default=DEFAULT_OPSET,
+                        help=f'ONNX opset (>= {MIN_OPSET}, default {DEFAULT_OPSET})')
+    parser.add_argument('--dynamic', action='store_true',
+                        help='dynamic image size (and batch for Deformable DETR models)')
+    parser.add_argument('--verify', action='store_true',
+                        help='compare ONNX Runtime (CPU) with PyTorch; exit 1 above --tolerance')
+    parser.add_argument('--tolerance', type=float, default=1e-4,
+                        help='max abs difference of boxes and scores for --verify')
+    args = parser.parse_args(argv)
+    if not args.out.endswith('.onnx'):
+        parser.error(f'--out must end in .onnx, got {args.out!r}')
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    shape = tuple(args.shape)
+    try:
+        detector = build_detector(args.config, args.checkpoint)
+        info = export_onnx(detector, args.out, shape=shape, batch_size=args.batch_size,
+                           opset=args.opset, dynamic=args.dynamic)
+    except UnsupportedExport as exc:
+        print(f'export_onnx: {exc}', file=sys.stderr)
+        return 2
+    print(f'[export] {args.out}: opset {args.opset}, dynamic axes {info["dynamic_axes"] or "none"}, '
+          f'{info["nodes"].get("GridSample", 0)} GridSample nodes, {info["export_s"]:.1f} s')
+    if not args.verify:
+        return 0
+    # A different input size than the example proves the dynamic axes.
+    verify_shape = (shape[0] + 32, shape[1] - 32) if args.dynamic else shape
+    result = verify_onnx(detector, args.out, verify_shape, batch_size=args.batch_size,
+                         tolerance=args.tolerance)
+    print(f'[verify] onnxruntime vs PyTorch at {verify_shape[0]}x{verify_shape[1]}: '
+          f'max |boxes| diff {result["max_abs_box"]:.2e}, max |scores| diff '
+          f'{result["max_abs_score"]:.2e}, labels equal {result["labels_equal"]:.3f} '
+          f'-> {"PASS" if result["passed"] else "FAIL"} (tolerance {args.tolerance:g})')
+    return 0 if result['passed'] else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
