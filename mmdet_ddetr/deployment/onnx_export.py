@@ -152,8 +152,12 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None)
     cfg = config if isinstance(config, Config) else Config.fromfile(config)
     if 'model' not in cfg:
         raise UnsupportedExport(f'{config} has no model: pass a model config')
+    model_cfg = cfg.model.copy()
+    if checkpoint is None and isinstance(model_cfg.get('backbone'), dict):
+        # The model's own init, without fetching pretrained backbone weights (no downloads).
+        model_cfg['backbone'] = dict(model_cfg['backbone'], init_cfg=None)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet')):
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(model_cfg)
     if checkpoint is None:
         model.init_weights()
     else:
