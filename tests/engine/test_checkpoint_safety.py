@@ -270,7 +270,10 @@ def test_no_code_of_ours_calls_torch_load_without_weights_only():
     so none can load with ``weights_only=False`` (nor with torch < 2.6's default)."""
     files = sorted([*(REPO / 'mmdet_ddetr').rglob('*.py'), *(REPO / 'tools').rglob('*.py')])
     trees = [(path, ast.parse(path.read_text(), str(path))) for path in files]
-    assert sum(len(list(_torch_load_calls(tree))) for _, tree in trees) >= 4  # sees the known ones
+    # The scan must see the loads we know of (a scan that finds nothing proves nothing).
+    seen = {str(path.relative_to(REPO)) for path, tree in trees if any(_torch_load_calls(tree))}
+    assert {'mmdet_ddetr/engine/checkpoint_safety.py', 'mmdet_ddetr/converters/checkpoint_io.py',
+            'tools/model_converters/check_official_parity.py'} <= seen, seen
     bad = [f'{path.relative_to(REPO)}:{call.lineno}: {ast.unparse(call)}'
            for path, tree in trees for call in _loads_not_weights_only(tree)]
     assert not bad, 'torch.load without a literal weights_only=True:\n' + '\n'.join(bad)
