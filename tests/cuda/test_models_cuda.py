@@ -17,21 +17,13 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import build_model, make_batch, small_ddetr_cfg
-from tests.models.smca.common import small_smca_cfg
+from tests.conftest import build_model, make_batch
+from tests.variants import SMALL_VARIANTS
 from .conftest import record, rel_err
 
 pytestmark = pytest.mark.cuda
 
 BOUND = 1e-4
-VARIANTS = {
-    'ddetr': lambda: small_ddetr_cfg(),
-    'ddetr-single-scale': lambda: small_ddetr_cfg(num_levels=1),
-    'ddetr-refine': lambda: small_ddetr_cfg(with_box_refine=True),
-    'ddetr-refine-twostage': lambda: small_ddetr_cfg(with_box_refine=True, as_two_stage=True),
-    'smca': lambda: small_smca_cfg(),
-    'smca-ms': lambda: small_smca_cfg(multi_scale=True),
-}
 
 
 def no_dropout(model: nn.Module) -> nn.Module:
@@ -73,9 +65,9 @@ def run(model: nn.Module, device: torch.device) -> Dict[str, torch.Tensor]:
     return results
 
 
-@pytest.mark.parametrize('variant', list(VARIANTS))
+@pytest.mark.parametrize('variant', list(SMALL_VARIANTS))
 def test_cuda_matches_cpu(device, variant):
-    model = no_dropout(build_model(VARIANTS[variant]()))
+    model = no_dropout(build_model(SMALL_VARIANTS[variant]()))
     ref = run(model, torch.device('cpu'))
     got = run(model, device)
     assert set(got) == set(ref), f'different outputs/parameters: {set(got) ^ set(ref)}'

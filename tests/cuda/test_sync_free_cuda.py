@@ -13,9 +13,10 @@ from typing import Dict
 import pytest
 import torch
 
-from .conftest import record
-from .test_models_cuda import VARIANTS, batch, no_dropout
 from tests.conftest import build_model
+from tests.variants import SMALL_VARIANTS
+from .conftest import record
+from .test_models_cuda import batch, no_dropout
 
 pytestmark = pytest.mark.cuda
 
@@ -40,11 +41,11 @@ def sync_sites(fn) -> Counter:
     return sites
 
 
-@pytest.mark.parametrize('variant', list(VARIANTS))
+@pytest.mark.parametrize('variant', list(SMALL_VARIANTS))
 def test_tensor_forward_is_sync_free(device, variant):
     if device.type != 'cuda':
         pytest.skip('synchronisation is a CUDA notion: nothing to check on the CPU')
-    model = no_dropout(build_model(VARIANTS[variant]())).to(device).eval()
+    model = no_dropout(build_model(SMALL_VARIANTS[variant]())).to(device).eval()
     data = model.data_preprocessor(batch(), training=False)
 
     def forward():

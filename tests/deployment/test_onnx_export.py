@@ -4,24 +4,16 @@ import torch
 
 from mmdet_ddetr.deployment import (ExportableDetector, UnsupportedExport, compare_detections,
                                     export_onnx, pytorch_detections, sample_images, verify_onnx)
-from tests.conftest import build_model, small_ddetr_cfg
-from tests.models.smca.common import small_smca_cfg
+from tests.conftest import build_model
+from tests.variants import SMALL_VARIANTS
 
-VARIANTS = {
-    'ddetr': lambda: small_ddetr_cfg(),
-    'ddetr-single-scale': lambda: small_ddetr_cfg(num_levels=1),
-    'ddetr-refine': lambda: small_ddetr_cfg(with_box_refine=True),
-    'ddetr-refine-twostage': lambda: small_ddetr_cfg(with_box_refine=True, as_two_stage=True),
-    'smca': lambda: small_smca_cfg(),
-    'smca-ms': lambda: small_smca_cfg(multi_scale=True),
-}
 
 
 def _detector(variant: str) -> torch.nn.Module:
-    return build_model(VARIANTS[variant]()).eval()
+    return build_model(SMALL_VARIANTS[variant]()).eval()
 
 
-@pytest.mark.parametrize('variant', list(VARIANTS))
+@pytest.mark.parametrize('variant', list(SMALL_VARIANTS))
 def test_wrapper_equals_the_detectors_own_predict(variant):
     """The batched post-processing in the graph is the head's per-image predict."""
     detector = _detector(variant)
@@ -35,7 +27,7 @@ def test_wrapper_equals_the_detectors_own_predict(variant):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize('variant', list(VARIANTS))
+@pytest.mark.parametrize('variant', list(SMALL_VARIANTS))
 def test_export_and_verify_with_onnxruntime(variant, tmp_path):
     """DDETR variants: dynamic batch and size, verified at another batch and size than the
     traced example. SMCA: fixed size (its --dynamic is refused, see below)."""

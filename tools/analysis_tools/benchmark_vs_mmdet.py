@@ -271,17 +271,24 @@ def paired_speed_ratio(ours: List[float], peer: List[float]) -> float:
     return statistics.median(p / o for o, p in zip(ours, peer))
 
 
-def run_variant(name: str, args: argparse.Namespace, make_fns: Optional[Callable] = None,
-                label: str = '') -> List[Tuple[str, float, float, float, str]]:
-    """Rows of one variant; ``make_fns(model, batch, device, who)`` gives the (inference,
-    train step) closures (default :func:`step_fns`), ``label`` is appended to the variant."""
+def setup_pair(name: str, args: argparse.Namespace
+               ) -> Tuple[torch.nn.Module, torch.nn.Module, Dict, List[str]]:
+    """(ours, mmdet's peer, the batch, the modes to time) for a variant, on ``args.device``."""
     ours, theirs = build_pair(VARIANTS[name], args.num_queries)
     ours.to(args.device), theirs.to(args.device)
     batch = make_batch(args.batch_size, *args.img_size)
     batch['inputs'] = batch['inputs'].to(args.device)
-    rows = []
     modes = [m for m, skip in (('inference', args.skip_infer), ('train step', args.skip_train))
              if not skip]
+    return ours, theirs, batch, modes
+
+
+def run_variant(name: str, args: argparse.Namespace, make_fns: Optional[Callable] = None,
+                label: str = '') -> List[Tuple[str, float, float, float, str]]:
+    """Rows of one variant; ``make_fns(model, batch, device, who)`` gives the (inference,
+    train step) closures (default :func:`step_fns`), ``label`` is appended to the variant."""
+    ours, theirs, batch, modes = setup_pair(name, args)
+    rows = []
     for mode in modes:
         fns = {who: (make_fns(model, batch, args.device, who) if make_fns else
                      step_fns(model, batch, args.device))[mode == 'train step']
@@ -515,13 +522,8 @@ def run_compile_variant(name: str, args: argparse.Namespace
     the same instances (so the same weights) as the compiled ones.
     """
     import torch._dynamo
-    ours, theirs = build_pair(VARIANTS[name], args.num_queries)
-    ours.to(args.device), theirs.to(args.device)
-    batch = make_batch(args.batch_size, *args.img_size)
-    batch['inputs'] = batch['inputs'].to(args.device)
+    ours, theirs, batch, modes = setup_pair(name, args)
     rows = []
-    modes = [m for m, skip in (('inference', args.skip_infer), ('train step', args.skip_train))
-             if not skip]
     for mode in modes:
         index = mode == 'train step'
         for who, model in (('ours', ours), ('mmdet', theirs)):
