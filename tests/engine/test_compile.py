@@ -49,8 +49,12 @@ def test_compiled_train_and_predict_no_graph_break_no_recompile(cfg):
     backend = CountingBackend()
     # fullgraph=True: any graph break inside the backbone or the transformer is an error.
     compile_detector(compiled, dict(backend=backend, fullgraph=True))
-    sizes_a = [(64, 80), (56, 72)]
-    sizes_b = [(96, 64), (80, 64)]
+    # Every level (strides 8 to 64) at least 2 cells on each side, in both batches: dynamo
+    # specialises a dimension whose size is 1 (0/1 specialisation), so a 1-cell level would
+    # recompile for any image size that makes it 2 cells (64 px images give the stride-64 level
+    # one cell; real inputs, hundreds of pixels, never do). Height and width differ and swap.
+    sizes_a = [(160, 224), (144, 208)]
+    sizes_b = [(224, 160), (208, 144)]
     loss, preds = _train_and_predict(compiled, sizes_a)
     graphs_after_first_size = backend.graphs
     # extract_feat and forward_transformer for training and for inference (BN/dropout modes
