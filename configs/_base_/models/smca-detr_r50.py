@@ -33,7 +33,9 @@ model = dict(
         norm_eval=True,
         style='pytorch',
         init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
-    # Official input_proj: a plain 1x1 conv with bias, no norm.
+    # Official input_proj: a plain 1x1 conv with bias, no norm, left at PyTorch's default init
+    # (kaiming-uniform a=sqrt(5), bias +-1/sqrt(fan_in)); ChannelMapper's own default would be
+    # Xavier with zero bias (2.3x larger weights relative to the sine encoding).
     neck=dict(
         type='ChannelMapper',
         in_channels=[2048],
@@ -41,7 +43,8 @@ model = dict(
         out_channels=embed_dims,
         act_cfg=None,
         norm_cfg=None,
-        num_outs=1),
+        num_outs=1,
+        init_cfg=dict(type='TorchDefault', layer='Conv2d')),
     encoder=dict(  # LeanDetrTransformerEncoder (the plain DETR encoder)
         num_layers=6,
         layer_cfg=dict(self_attn_cfg=attn_cfg, ffn_cfg=ffn_cfg)),
