@@ -10,7 +10,7 @@ model = dict(
     backbone=dict(num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1), out_indices=(2, )),
     neck=dict(in_channels=[256], out_channels=embed_dims),
     encoder=dict(num_layers=2),
-    decoder=dict(num_layers=3, feat_stride=16))
+    decoder=dict(num_layers=3, feat_stride='auto'))  # derived: 16 (C4)
 
 # The study's optimiser for every model (AdamW 4e-4, weight decay 1e-4, clip 0.1).
 optim_wrapper = dict(

@@ -33,7 +33,7 @@ model = dict(
     encoder=dict(num_layers=2, layer_cfg=dict(self_attn_cfg=attn_cfg, ffn_cfg=ffn_cfg)),
     decoder=dict(
         num_layers=3,
-        feat_stride=8,  # the Gaussian centre is mapped to C3 cells
+        feat_stride='auto',  # derived: 8 px per cell of C3
         layer_cfg=dict(self_attn_cfg=attn_cfg, cross_attn_cfg=attn_cfg, ffn_cfg=ffn_cfg)),
     positional_encoding=dict(num_feats=embed_dims // 2),
     bbox_head=dict(num_classes=5, embed_dims=embed_dims),

@@ -25,8 +25,6 @@ FAMILY = 'smca_detr_single_scale'
 _LOSS_NAMES = {'loss_cls': 'loss_ce', 'loss_bbox': 'loss_bbox', 'loss_iou': 'loss_giou'}
 # The official build() hard-codes the classification loss weight.
 _OFFICIAL_CLS_WEIGHT = 2.0
-# The official centre is sigmoid(point1) * (w, h) / 32, whatever the backbone stride.
-_OFFICIAL_STRIDE = 32
 
 
 class _FeaturesGiven(nn.Module):
@@ -62,7 +60,8 @@ def model_config(meta: Dict[str, Any]) -> Dict[str, Any]:
                      layer_cfg=dict(self_attn_cfg=attn, ffn_cfg=ffn)),
         decoder=dict(
             num_layers=args['dec_layers'], return_intermediate=True,
-            feat_stride=_OFFICIAL_STRIDE,
+            # The official centre is sigmoid(point1) * (w, h) / 32, whatever the stride.
+            feat_stride='official',
             layer_cfg=dict(self_attn_cfg=attn, cross_attn_cfg=attn, ffn_cfg=ffn,
                            gaussian_prior_cfg=dict(scale_type=scale_type,
                                                    smooth=meta.get('smooth', args['smooth'])))),
@@ -185,7 +184,9 @@ def check(fixture: Dict[str, Any], device: str = 'cpu') -> Dict[str, float]:
         'ref_point_logits': max_diff(references, outputs['ref_point_logits']),
     }
     img_wh = run['dec_in']['img_wh']
-    centres = references.sigmoid() * img_wh[:, None, :] / model.decoder.feat_stride
+    centres = model.decoder.centres_in_cells(references.sigmoid() * img_wh[:, None, :],
+                                             run['dec_in']['input_hw'],
+                                             run['dec_in']['spatial_shape'])
     for i, grid in enumerate(outputs.get('ref_point_grid', [])):
         diffs[f'ref_point_grid.{i}'] = max_diff(centres.repeat(1, 1, num_heads), grid)
     for i, aux in enumerate(outputs.get('aux_outputs', [])):

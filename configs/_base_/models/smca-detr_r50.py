@@ -52,8 +52,10 @@ model = dict(
         type='SMCATransformerDecoder',
         num_layers=6,
         return_intermediate=True,
-        # Official: centre = sigmoid(MLP(query)) * (w, h) / 32 in C5 cells.
-        feat_stride=32,
+        # Centre = sigmoid(MLP(query)) * (w, h) / stride in cells. 'auto' derives the stride
+        # from the padded input and the map: 32 on C5, the official code's fixed value, and
+        # still right when a config changes the level (C4, DC5, C3). 'official' = always 32.
+        feat_stride='auto',
         layer_cfg=dict(
             type='SMCATransformerDecoderLayer',
             self_attn_cfg=attn_cfg,

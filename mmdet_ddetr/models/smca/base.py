@@ -15,7 +15,7 @@ The variants (:mod:`.single_scale`, :mod:`.multi_scale`) are siblings over the b
 * :class:`SMCADETRBase`: the DETR detector with SMCA's encoder, decoder and object queries;
   each variant flattens its feature map(s).
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmcv.cnn import build_norm_layer
@@ -61,6 +61,14 @@ def add_padding_mask(log_prior: Tensor, key_padding_mask: Optional[Tensor]) -> T
     if key_padding_mask is not None:
         log_prior = log_prior.masked_fill(key_padding_mask[:, None, None, :], float('-inf'))
     return log_prior.flatten(0, 1)
+
+
+def padded_input_hw(batch_data_samples: OptSampleList) -> Tuple[int, int]:
+    """(H, W) of the padded batch input, in pixels (``batch_input_shape``)."""
+    if batch_data_samples is None:
+        raise ValueError('SMCA needs the image sizes: pass batch_data_samples')
+    h, w = batch_data_samples[0].batch_input_shape[:2]
+    return h, w
 
 
 def image_wh(batch_data_samples: OptSampleList, ref: Tensor) -> Tensor:
@@ -190,13 +198,14 @@ class SMCADecoderBase(DetrTransformerDecoder):
         """Centre logits (x, y) of every query, (bs, num_queries, 2), before the sigmoid."""
         return self.ref_point_head(self.layers[0].prior_norm(query + query_pos))
 
-    def centres_in_cells(self, centre_px: Tensor):
-        """Map (bs, num_queries, 2) centres in input pixels to the layers' feature cells."""
+    def centres_in_cells(self, centre_px: Tensor, input_hw: Tuple[int, int], **feature_shapes):
+        """Map (bs, num_queries, 2) centres in input pixels to the layers' feature cells,
+        given the padded input size ``input_hw`` (H, W) and the variant's feature shape(s)."""
         raise NotImplementedError
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, query_pos: Tensor,
                 key_pos: Tensor, key_padding_mask: Optional[Tensor], img_wh: Tensor,
-                **kwargs):
+                input_hw: Tuple[int, int], **kwargs):
         """Run all decoder layers.
 
         Args:
@@ -206,6 +215,8 @@ class SMCADecoderBase(DetrTransformerDecoder):
             key_pos: (bs, num_tokens, dim) memory positional encoding.
             key_padding_mask: (bs, num_tokens) True = padding, or None.
             img_wh: (bs, 2) unpadded input size (w, h) of every image, in pixels.
+            input_hw: (H, W) of the padded batch input, in pixels (the feature stride is
+                derived from it and the feature map, see :mod:`.feature_stride`).
             **kwargs: Passed to every layer (the feature map shape(s)).
 
         Returns:
@@ -214,7 +225,8 @@ class SMCADecoderBase(DetrTransformerDecoder):
             centre logits (bs, num_queries, 2).
         """
         centre_logits = self.predict_centre_logits(query, query_pos)
-        centres = self.centres_in_cells(centre_logits.sigmoid() * img_wh[:, None, :])
+        centres = self.centres_in_cells(centre_logits.sigmoid() * img_wh[:, None, :], input_hw,
+                                        **kwargs)
         intermediate = []
         for layer in self.layers:
             query = layer(query, key=key, value=value, query_pos=query_pos, key_pos=key_pos,
@@ -272,8 +284,8 @@ class SMCADETRBase(DETR):
         """Run the SMCA decoder.
 
         Args:
-            feature_shapes: ``spatial_shape`` (single scale) or ``spatial_shapes``, from
-                ``pre_transformer``.
+            feature_shapes: ``input_hw`` and ``spatial_shape`` (single scale) or
+                ``spatial_shapes``, from ``pre_transformer``.
 
         Returns:
             dict: ``hidden_states`` (num_layers, bs, num_queries, d) and ``references``

@@ -1,7 +1,7 @@
 """Multi-scale SMCA-DETR as described in the paper (section 3.3): an intra/multi-scale
 self-attention encoder over several feature maps, and a decoder with one Gaussian prior and
 one softmax per scale whose outputs are mixed by per-query scale-selection weights."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ from mmdet.utils import ConfigType, OptConfigType
 from ..utils import build_module
 from .base import (SMCADecoderBase, SMCADecoderLayerBase, SMCADETRBase, add_padding_mask,
                    check_heads, image_wh)
+from .feature_stride import check_stride_setting, resolve_stride
 
 ENCODER_LAYER_TYPES = ('intra', 'multi')
 
@@ -164,7 +165,9 @@ class SMCAMultiScaleDecoder(SMCADecoderBase):
     Args:
         num_layers: Decoder layers.
         layer_cfg: Layer config; ``type`` defaults to ``SMCAMultiScaleDecoderLayer``.
-        feat_strides: Input pixels per cell of every scale, e.g. ``(16, 32, 64)``.
+        feat_strides: Input pixels per cell of every scale: ``'auto'`` (default) derives
+            them from the padded input and each map; numbers, e.g. ``(16, 32, 64)``, are
+            checked against the maps (see :mod:`.feature_stride`).
         post_norm_cfg: Norm applied to every returned layer output.
         return_intermediate: Return all layer outputs (needed for the auxiliary losses).
         init_cfg: Usual mmengine init config.
@@ -175,22 +178,37 @@ class SMCAMultiScaleDecoder(SMCADecoderBase):
     def __init__(self,
                  num_layers: int,
                  layer_cfg: ConfigType,
-                 feat_strides: Sequence[float] = (16, 32, 64),
+                 feat_strides: Union[str, Sequence[float]] = 'auto',
                  post_norm_cfg: OptConfigType = dict(type='LN'),
                  return_intermediate: bool = True,
                  init_cfg: OptConfigType = None) -> None:
-        self.feat_strides = tuple(feat_strides)
+        if isinstance(feat_strides, str):
+            if feat_strides != 'auto':
+                raise ValueError(f"decoder.feat_strides={feat_strides!r}: expected 'auto' or one "
+                                 'number per scale')
+        else:
+            feat_strides = tuple(
+                check_stride_setting(s, f'decoder.feat_strides[{i}]')
+                for i, s in enumerate(feat_strides))
+        self.feat_strides = feat_strides
         super().__init__(num_layers=num_layers, layer_cfg=layer_cfg,
                          post_norm_cfg=post_norm_cfg,
                          return_intermediate=return_intermediate, init_cfg=init_cfg)
-        num_scales = getattr(self.layers[0], 'num_scales', len(self.feat_strides))
-        if num_scales != len(self.feat_strides):
+        self.num_scales = getattr(self.layers[0], 'num_scales', len(self.feat_strides))
+        if feat_strides != 'auto' and self.num_scales != len(self.feat_strides):
             raise ValueError(f'feat_strides {self.feat_strides} must list one stride per scale '
-                             f'({num_scales} scales in the decoder layers)')
+                             f'({self.num_scales} scales in the decoder layers)')
 
-    def centres_in_cells(self, centre_px: Tensor) -> List[Tensor]:
+    def centres_in_cells(self, centre_px: Tensor, input_hw: Tuple[int, int],
+                         spatial_shapes: Sequence[Tuple[int, int]], **_) -> List[Tensor]:
         """Per scale, (bs, num_queries, 2) centres in that scale's cells."""
-        return [centre_px / stride for stride in self.feat_strides]
+        settings = (['auto'] * len(spatial_shapes)
+                    if self.feat_strides == 'auto' else self.feat_strides)
+        return [
+            centre_px / resolve_stride(setting, input_hw, shape, centre_px,
+                                       f'decoder.feat_strides[{lvl}]')
+            for lvl, (setting, shape) in enumerate(zip(settings, spatial_shapes))
+        ]
 
 
 @MODELS.register_module()
@@ -218,9 +236,9 @@ class SMCAMultiScaleDETR(SMCADETRBase):
     def _init_layers(self) -> None:
         """SMCA layers plus the level embedding."""
         super()._init_layers()
-        if len(self.decoder.feat_strides) != self.num_feature_levels:
-            raise ValueError(f'decoder.feat_strides {self.decoder.feat_strides} must have '
-                             f'num_feature_levels={self.num_feature_levels} entries')
+        if self.decoder.num_scales != self.num_feature_levels:
+            raise ValueError(f'the decoder has {self.decoder.num_scales} scales but '
+                             f'num_feature_levels={self.num_feature_levels}')
         self.level_embed = nn.Parameter(torch.empty(self.num_feature_levels, self.embed_dims))
 
     def init_weights(self) -> None:
@@ -240,7 +258,7 @@ class SMCAMultiScaleDETR(SMCADETRBase):
         Returns:
             tuple[dict, dict]: encoder inputs (``feat``, ``feat_mask``, ``feat_pos``,
             ``spatial_shapes``) and decoder inputs (``memory_mask``, ``memory_pos``,
-            ``img_wh``, ``spatial_shapes``).
+            ``img_wh``, ``input_hw``, ``spatial_shapes``).
         """
         if len(mlvl_feats) != self.num_feature_levels:
             raise ValueError(f'expected {self.num_feature_levels} feature levels, '
@@ -264,7 +282,8 @@ class SMCAMultiScaleDETR(SMCADETRBase):
         feat, mask, pos = torch.cat(feats, 1), torch.cat(masks, 1), torch.cat(poss, 1)
         encoder_inputs = dict(feat=feat, feat_mask=mask, feat_pos=pos, spatial_shapes=shapes)
         decoder_inputs = dict(memory_mask=mask, memory_pos=pos, spatial_shapes=shapes,
-                              img_wh=image_wh(batch_data_samples, feat))
+                              img_wh=image_wh(batch_data_samples, feat),
+                              input_hw=(input_h, input_w))
         return encoder_inputs, decoder_inputs
 
     def forward_encoder(self, feat: Tensor, feat_mask: Tensor, feat_pos: Tensor,

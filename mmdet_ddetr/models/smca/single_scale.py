@@ -10,7 +10,8 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
 from .base import (SMCADecoderBase, SMCADecoderLayerBase, SMCADETRBase, add_padding_mask,
-                   image_wh)
+                   image_wh, padded_input_hw)
+from .feature_stride import StrideSetting, check_stride_setting, resolve_stride
 
 
 @MODELS.register_module()
@@ -49,7 +50,7 @@ class SMCATransformerDecoderLayer(SMCADecoderLayerBase):
 
 @MODELS.register_module()
 class SMCATransformerDecoder(SMCADecoderBase):
-    """Single-scale SMCA decoder: the centre ``sigmoid(logits) * (w, h) / feat_stride`` in
+    """Single-scale SMCA decoder: the centre ``sigmoid(logits) * (w, h) / stride`` in
     feature cells.
 
     Args:
@@ -57,8 +58,10 @@ class SMCATransformerDecoder(SMCADecoderBase):
         layer_cfg: Layer config; ``type`` defaults to ``SMCATransformerDecoderLayer``.
         post_norm_cfg: Norm applied to every returned layer output (official ``decoder.norm``).
         return_intermediate: Return all layer outputs (needed for the auxiliary losses).
-        feat_stride: Input pixels per feature cell used to map the centre to the grid; the
-            official code hard-codes 32 (C5), independent of the actual padded map.
+        feat_stride: Input pixels per feature cell used to map the centre to the grid:
+            ``'auto'`` (default) derives it from the padded input and the feature map; a
+            number is checked against the map (an error when they disagree); ``'official'``
+            is the official code's fixed 32 (C5), never checked. See :mod:`.feature_stride`.
         init_cfg: Usual mmengine init config.
     """
 
@@ -69,16 +72,17 @@ class SMCATransformerDecoder(SMCADecoderBase):
                  layer_cfg: ConfigType,
                  post_norm_cfg: OptConfigType = dict(type='LN'),
                  return_intermediate: bool = True,
-                 feat_stride: float = 32,
+                 feat_stride: StrideSetting = 'auto',
                  init_cfg: OptConfigType = None) -> None:
-        self.feat_stride = feat_stride
+        self.feat_stride = check_stride_setting(feat_stride, 'decoder.feat_stride')
         super().__init__(num_layers=num_layers, layer_cfg=layer_cfg,
                          post_norm_cfg=post_norm_cfg,
                          return_intermediate=return_intermediate, init_cfg=init_cfg)
 
-    def centres_in_cells(self, centre_px: Tensor) -> Tensor:
-        """(bs, num_queries, 2) centres in cells of the one feature map."""
-        return centre_px / self.feat_stride
+    def centres_in_cells(self, centre_px: Tensor, input_hw: Tuple[int, int],
+                         spatial_shape: Sequence[int], **_) -> Tensor:
+        """(bs, num_queries, 2) centres in cells of the one (H, W) = ``spatial_shape`` map."""
+        return centre_px / resolve_stride(self.feat_stride, input_hw, spatial_shape, centre_px)
 
 
 @MODELS.register_module()
@@ -90,8 +94,9 @@ class SMCADETR(SMCADETRBase):
     :class:`SMCATransformerDecoder` and the head :class:`SMCAHead`.
 
     Official conventions that change numbers (kept so converted official weights match):
-    the Gaussian centre is ``sigmoid(logits) * (w, h) / 32`` in C5 cells (stride fixed by
-    ``decoder.feat_stride``); grid cells are integer indices (no +0.5); the sine encoding has no
+    the Gaussian centre is ``sigmoid(logits) * (w, h) / stride`` in cells (the official code
+    fixes 32; ``decoder.feat_stride='auto'`` derives the map's stride, which is 32 for C5); grid
+    cells are integer indices (no +0.5); the sine encoding has no
     -0.5 offset; ``num_classes + 1`` logits with a never-positive no-object slot.
 
     Args:
@@ -119,12 +124,13 @@ class SMCADETR(SMCADETRBase):
         Returns:
             tuple[dict, dict]: encoder inputs (``feat`` (bs, H*W, d), ``feat_mask`` (bs, H*W)
             or None, ``feat_pos``) and decoder inputs (``memory_mask``, ``memory_pos``,
-            ``img_wh`` (bs, 2), ``spatial_shape`` (H, W)).
+            ``img_wh`` (bs, 2), ``input_hw`` and ``spatial_shape`` (H, W)).
         """
         feat = img_feats[self.feat_level]
         encoder_inputs, decoder_inputs = super().pre_transformer((feat, ), batch_data_samples)
         decoder_inputs.update(
             img_wh=image_wh(batch_data_samples, feat),
+            input_hw=padded_input_hw(batch_data_samples),
             spatial_shape=tuple(feat.shape[-2:]))
         return encoder_inputs, decoder_inputs
 
