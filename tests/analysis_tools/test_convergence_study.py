@@ -48,7 +48,8 @@ def test_study_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize('name', ['detr', 'ddetr-ss', 'ddetr-ms', 'ddetr-refine',
-                                  'ddetr-refine-2stage', 'smca-ss', 'smca-ms'])
+                                  'ddetr-refine-2stage', 'smca-ss', 'smca-ms',
+                                  'smca-ss-no-prior', 'smca-ss-fixed', 'smca-ss-beta-map'])
 def test_study_models_train_one_step(name, tmp_path):
     """Every study model builds from its study config and gives finite losses."""
     import convergence_study

@@ -79,6 +79,12 @@ class SMCAGaussianPrior(BaseModule):
         smooth: The bandwidth beta; larger values flatten the prior. Official default 8.
         shared_heads: Ablation switch: one offset/scale shared by all heads (head-shared
             modulation) instead of head-specific ones (the paper's multi-head modulation).
+        smooth_ref_cells: None (official) keeps beta in feature cells. A number R makes beta
+            relative to the map: ``beta * (min(H, W) / R) ** 2`` on an H x W map, so the prior
+            covers the same fraction of the image whatever the map size (R = 25 keeps beta
+            on COCO's ~25 x 34 C5 maps and shrinks it on small ones).
+        enabled: Ablation switch: False adds nothing to the logits (log G = 0, plain DETR
+            co-attention) and builds no offset/scale layers.
         init_cfg: Usual mmengine init config (the scale layer has a fixed init, see
             :meth:`init_weights`).
     """
@@ -89,12 +95,18 @@ class SMCAGaussianPrior(BaseModule):
                  scale_type: str = 'head_xy',
                  smooth: float = 8.0,
                  shared_heads: bool = False,
+                 smooth_ref_cells: Optional[float] = None,
+                 enabled: bool = True,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         if num_heads <= 0 or embed_dims <= 0:
             raise ValueError(f'embed_dims ({embed_dims}) and num_heads ({num_heads}) must be > 0')
         if smooth <= 0:
             raise ValueError(f'smooth (beta) must be > 0, got {smooth}')
+        if smooth_ref_cells is not None and smooth_ref_cells <= 0:
+            raise ValueError(f'smooth_ref_cells must be > 0 or None, got {smooth_ref_cells}')
+        self.smooth_ref_cells = smooth_ref_cells
+        self.enabled = enabled
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.scale_type = canonical_scale_type(scale_type)
@@ -104,10 +116,10 @@ class SMCAGaussianPrior(BaseModule):
         self.num_groups = 1 if shared_heads else num_heads
         self.num_scales = SCALE_TYPES[self.scale_type]
         # Official point2: per-head (dx, dy) offsets in feature-cell units, x first.
-        self.offset_fc = Linear(embed_dims, 2 * self.num_groups)
+        self.offset_fc = Linear(embed_dims, 2 * self.num_groups) if enabled else None
         # Official point3: per-head scale(s); absent for the fixed-scale variant.
         self.scale_fc: Optional[nn.Module] = None
-        if self.num_scales > 0:
+        if self.num_scales > 0 and enabled:
             self.scale_fc = Linear(embed_dims, self.num_scales * self.num_groups)
 
     def init_weights(self) -> None:
@@ -138,6 +150,9 @@ class SMCAGaussianPrior(BaseModule):
             attention logits of the matching head.
         """
         bs, num_queries, _ = query_feat.shape
+        if not self.enabled:
+            return query_feat.new_zeros(bs, self.num_heads, num_queries,
+                                        int(spatial_shape[0]) * int(spatial_shape[1]))
         g = self.num_groups
         # (bs, Q, g, 2): every head moves the shared centre by its own offset.
         centre = centres.unsqueeze(2) + self.offset_fc(query_feat).view(bs, num_queries, g, 2)
@@ -159,12 +174,19 @@ class SMCAGaussianPrior(BaseModule):
             else:  # 'head_xy_cross'
                 dist = (dx2 * scale[:, :, :, 0] + dy2 * scale[:, :, :, 1]) + \
                     (dx2 * dy2) * scale[:, :, :, 2]
-        log_prior = -dist.flatten(-2) / self.smooth  # (bs, Q, g, H*W)
+        log_prior = -dist.flatten(-2) / self.bandwidth(spatial_shape)  # (bs, Q, g, H*W)
         log_prior = log_prior.transpose(1, 2)  # (bs, g, Q, H*W)
         if g != self.num_heads:
             log_prior = log_prior.expand(bs, self.num_heads, num_queries, log_prior.size(-1))
         return log_prior
 
+    def bandwidth(self, spatial_shape: Sequence[int]) -> float:
+        """The beta used on an (H, W) map: ``smooth``, or its map-relative form."""
+        if self.smooth_ref_cells is None:
+            return self.smooth
+        return self.smooth * (min(spatial_shape[0], spatial_shape[1]) / self.smooth_ref_cells)**2
+
     def extra_repr(self) -> str:
         return (f'scale_type={self.scale_type}, smooth={self.smooth}, '
-                f'num_heads={self.num_heads}, shared_heads={self.shared_heads}')
+                f'smooth_ref_cells={self.smooth_ref_cells}, num_heads={self.num_heads}, '
+                f'shared_heads={self.shared_heads}, enabled={self.enabled}')

@@ -171,3 +171,26 @@ def test_matches_official_layout(official):
     theirs = -dist.abs() / 8.0  # (q, hw, bs*heads)
     torch.testing.assert_close(ours.permute(2, 3, 0, 1).flatten(2), theirs,
                                rtol=1e-12, atol=1e-12)
+
+
+def test_beta_relative_to_the_map():
+    """smooth_ref_cells=R: beta * (min(H, W) / R)^2, so a map R cells high keeps beta and a map
+    half as high gets a quarter of it (the same prior as a fraction of the image)."""
+    feat = torch.randn(1, 2, 8)
+    centre = torch.tensor([[[2., 3.], [5., 1.]]])
+    official = _prior('head_xy', smooth=8.0)
+    relative = _prior('head_xy', smooth=8.0)
+    relative.smooth_ref_cells = 16.0
+    torch.testing.assert_close(relative(feat, centre, (16, 20)), official(feat, centre, (16, 20)))
+    torch.testing.assert_close(relative(feat, centre, (8, 20)),
+                               _prior('head_xy', smooth=2.0)(feat, centre, (8, 20)))
+    with pytest.raises(ValueError, match='smooth_ref_cells'):
+        SMCAGaussianPrior(embed_dims=8, num_heads=2, smooth_ref_cells=0)
+
+
+def test_disabled_prior_adds_nothing_and_has_no_parameters():
+    """enabled=False (ablation): log G = 0, i.e. the co-attention is DETR's."""
+    prior = SMCAGaussianPrior(embed_dims=8, num_heads=2, enabled=False)
+    assert not list(prior.parameters())
+    log_g = prior(torch.randn(3, 4, 8), torch.rand(3, 4, 2), (5, 6))
+    assert log_g.shape == (3, 2, 4, 30) and not log_g.any()
