@@ -77,17 +77,17 @@ def resolve_stride(setting: StrideSetting, input_hw: Sequence[int], feat_hw: Seq
         where: The config key, for error messages.
 
     Returns:
-        float | Tensor: the stride; a 0-d tensor when ``'auto'`` is traced (torch.compile,
-        export), where the shapes are symbolic and Python arithmetic on them would specialise
-        the graph to one image size.
+        float | Tensor: the stride; a 0-d tensor for ``'auto'`` on symbolic shapes
+        (torch.compile with dynamic shapes, dynamic export), where Python arithmetic on them
+        would specialise the graph to one image size.
 
     Raises:
         ValueError: when a configured number contradicts the map or no stride explains it
-            (eager mode: compiled and exported graphs keep the checks out of the graph).
+            (checked on concrete sizes; graphs traced with symbolic sizes skip the checks).
     """
     if setting == 'official':
         return float(OFFICIAL_STRIDE)
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if not all(type(v) is int for v in (*input_hw, *feat_hw)):  # symbolic (compile, export)
         return _derive_in_graph(input_hw, feat_hw, ref) if setting == 'auto' else setting
     if setting == 'auto':
         return float(derive_stride(input_hw, feat_hw))
@@ -113,4 +113,4 @@ def _derive_in_graph(input_hw: Sequence[int], feat_hw: Sequence[int], ref: Tenso
              ref.new_tensor(list(feat_hw), dtype=torch.float32))
     powers = 2.0**torch.arange(_MAX_LOG2_STRIDE + 1, device=ref.device, dtype=torch.float32)
     candidates = torch.where(powers[:, None] >= ratio, powers[:, None], powers[-1])
-    return candidates.amin(0).amax().to(ref.dtype)
+    return candidates.amin(dim=0).amax(dim=0).to(ref.dtype)
