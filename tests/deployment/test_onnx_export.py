@@ -26,15 +26,7 @@ def test_wrapper_equals_the_detectors_own_predict(variant):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
 
 
-# One variant per family in `make test` (the cheapest to export; the single-scale DDETR still
-# exports dynamic batch and size); the other four, 1-2 min each, in `make test-slow`.
-_EXPORTED_IN_MAKE_TEST = ('ddetr-single-scale', 'smca')
-
-
-@pytest.mark.parametrize('variant', [
-    pytest.param(v, marks=() if v in _EXPORTED_IN_MAKE_TEST else pytest.mark.slow)
-    for v in SMALL_VARIANTS
-])
+@pytest.mark.parametrize('variant', list(SMALL_VARIANTS))
 def test_export_and_verify_with_onnxruntime(variant, tmp_path):
     """DDETR variants: dynamic batch and size, verified at another batch and size than the
     traced example. SMCA: fixed size (its --dynamic is refused, see below)."""

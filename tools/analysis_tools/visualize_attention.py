@@ -214,9 +214,16 @@ def draw_smca(model, recorder, dets, image, args, out_dir) -> List[str]:
     s = args.smca_scale
     log_prior, attn = layer.log_priors[s], layer.attn_weights[s]
     h, w = layer.spatial_shapes[s]
+    import torch
+
+    from mmdet_ddetr.models.smca.feature_stride import resolve_stride
     decoder = model.decoder
-    strides = getattr(decoder, 'feat_strides', None) or (decoder.feat_stride, )
-    stride = float(strides[s])
+    setting = getattr(decoder, 'feat_strides', None) or decoder.feat_stride
+    if not isinstance(setting, str):  # one number per scale (multi-scale)
+        setting = setting[s]
+    # The canvas is the padded input: the stride of scale s as the model resolved it.
+    input_hw = (int(image.shape[0]), int(image.shape[1]))
+    stride = float(resolve_stride(setting, input_hw, (h, w), torch.zeros(())))
     # Cell index i is the official grid's coordinate for input pixel i * stride.
     extent = (-0.5 * stride, (w - 0.5) * stride, (h - 0.5) * stride, -0.5 * stride)
     rows = []

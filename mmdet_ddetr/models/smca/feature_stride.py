@@ -87,8 +87,9 @@ def resolve_stride(setting: StrideSetting, input_hw: Sequence[int], feat_hw: Seq
     """
     if setting == 'official':
         return float(OFFICIAL_STRIDE)
-    if not all(type(v) is int for v in (*input_hw, *feat_hw)):  # symbolic (compile, export)
+    if any(isinstance(v, torch.SymInt) for v in (*input_hw, *feat_hw)):  # compile, export
         return _derive_in_graph(input_hw, feat_hw, ref) if setting == 'auto' else setting
+    input_hw, feat_hw = tuple(map(int, input_hw)), tuple(map(int, feat_hw))
     if setting == 'auto':
         return float(derive_stride(input_hw, feat_hw))
     if any(_cells(n, setting) != c for n, c in zip(input_hw, feat_hw)):
