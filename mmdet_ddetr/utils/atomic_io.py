@@ -28,6 +28,16 @@ def fsync_dir(dirname: str) -> None:
         os.close(fd)
 
 
+def _mode_for(path: str) -> int:
+    """Permission bits for a file written at ``path``."""
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # reading the umask means setting it; restored at once
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def _replacing(path: str, suffix: str) -> Iterator[str]:
     """Yield a fresh temporary file name beside ``path``; on a clean exit the file is fsync'ed
@@ -39,6 +49,9 @@ def _replacing(path: str, suffix: str) -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix=suffix, dir=folder)
     os.close(fd)
     try:
+        # mkstemp creates the file private (0600); give it the mode the file it replaces had,
+        # or the one open() would have given a new file (0666 minus the umask).
+        os.chmod(tmp, _mode_for(path))
         yield tmp
         with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())

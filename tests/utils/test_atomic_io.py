@@ -1,5 +1,6 @@
 """The single atomic writer: complete file or nothing, never a half-written one."""
 import os
+import stat
 
 import pytest
 
@@ -48,3 +49,18 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ValueError, match='mode must be'):
         with atomic_open(str(tmp_path / 'x'), 'ab'):
             pass
+
+
+def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path):
+    """Not mkstemp's private 0600: a written checkpoint or plot is readable like any file."""
+    umask = os.umask(0o027)
+    try:
+        new = tmp_path / 'new.bin'
+        with atomic_open(str(new)) as f:
+            f.write(b'x')
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640
+        new.chmod(0o604)
+        atomic_write(str(new), lambda tmp: open(tmp, 'wb').close())
+        assert stat.S_IMODE(new.stat().st_mode) == 0o604
+    finally:
+        os.umask(umask)
