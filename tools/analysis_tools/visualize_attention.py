@@ -217,10 +217,7 @@ def draw_smca(model, recorder, dets, image, args, out_dir) -> List[str]:
     import torch
 
     from mmdet_ddetr.models.smca.feature_stride import resolve_stride
-    decoder = model.decoder
-    setting = getattr(decoder, 'feat_strides', None) or decoder.feat_stride
-    if not isinstance(setting, str):  # one number per scale (multi-scale)
-        setting = setting[s]
+    setting = model.decoder.stride_settings()[s]
     # The canvas is the padded input: the stride of scale s as the model resolved it.
     input_hw = (int(image.shape[0]), int(image.shape[1]))
     stride = float(resolve_stride(setting, input_hw, (h, w), torch.zeros(())))

@@ -198,6 +198,10 @@ class SMCADecoderBase(DetrTransformerDecoder):
         """Centre logits (x, y) of every query, (bs, num_queries, 2), before the sigmoid."""
         return self.ref_point_head(self.layers[0].prior_norm(query + query_pos))
 
+    def stride_settings(self) -> list:
+        """The stride setting (``'auto'``, ``'official'`` or a number) of every scale."""
+        raise NotImplementedError
+
     def centres_in_cells(self, centre_px: Tensor, input_hw: Tuple[int, int], **feature_shapes):
         """Map (bs, num_queries, 2) centres in input pixels to the layers' feature cells,
         given the padded input size ``input_hw`` (H, W) and the variant's feature shape(s)."""

@@ -194,16 +194,26 @@ class SMCAMultiScaleDecoder(SMCADecoderBase):
         super().__init__(num_layers=num_layers, layer_cfg=layer_cfg,
                          post_norm_cfg=post_norm_cfg,
                          return_intermediate=return_intermediate, init_cfg=init_cfg)
-        self.num_scales = getattr(self.layers[0], 'num_scales', len(self.feat_strides))
+        # The layers own the number of scales; a layer type without it takes the strides' count.
+        self.num_scales = getattr(self.layers[0], 'num_scales', None)
+        if self.num_scales is None:
+            if feat_strides == 'auto':
+                raise ValueError("feat_strides='auto' needs decoder layers with num_scales")
+            self.num_scales = len(feat_strides)
         if feat_strides != 'auto' and self.num_scales != len(self.feat_strides):
             raise ValueError(f'feat_strides {self.feat_strides} must list one stride per scale '
                              f'({self.num_scales} scales in the decoder layers)')
 
+    def stride_settings(self) -> List[Union[str, float]]:
+        """The stride setting of every scale (``'auto'`` or a number)."""
+        if self.feat_strides == 'auto':
+            return ['auto'] * self.num_scales
+        return list(self.feat_strides)
+
     def centres_in_cells(self, centre_px: Tensor, input_hw: Tuple[int, int],
                          spatial_shapes: Sequence[Tuple[int, int]], **_) -> List[Tensor]:
         """Per scale, (bs, num_queries, 2) centres in that scale's cells."""
-        settings = (['auto'] * len(spatial_shapes)
-                    if self.feat_strides == 'auto' else self.feat_strides)
+        settings = self.stride_settings()
         return [
             centre_px / resolve_stride(setting, input_hw, shape, centre_px,
                                        f'decoder.feat_strides[{lvl}]')

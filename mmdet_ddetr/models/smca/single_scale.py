@@ -79,6 +79,10 @@ class SMCATransformerDecoder(SMCADecoderBase):
                          post_norm_cfg=post_norm_cfg,
                          return_intermediate=return_intermediate, init_cfg=init_cfg)
 
+    def stride_settings(self) -> List[StrideSetting]:
+        """The stride setting of the one scale."""
+        return [self.feat_stride]
+
     def centres_in_cells(self, centre_px: Tensor, input_hw: Tuple[int, int],
                          spatial_shape: Sequence[int], **_) -> Tensor:
         """(bs, num_queries, 2) centres in cells of the one (H, W) = ``spatial_shape`` map."""
