@@ -162,3 +162,31 @@ def test_fp32_non_contiguous_inputs(device, batch_first):
 def test_autocast_close_to_fp32(device, dtype, bs):
     compare(f'msda_{str(dtype)[6:]}_bs{bs}', make_module(), make_inputs(bs), device, dtype)
 
+
+
+@pytest.mark.cuda
+def test_inductor_compiles_the_op_to_the_mmcv_kernel(device):
+    """torch.compile (inductor) on the GPU: the graph calls mmcv's kernel (through the op's
+    autograd-free twin, since the CPU lowering does not apply) and gives eager's result. On the
+    CPU rehearsal the graph computes the fused corner sum instead."""
+    from torch._inductor import config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+
+    from mmdet_ddetr.ops import ms_deform_attn, register_inductor_decomposition
+    from tests.ops.test_ms_deform_attn_op import _inputs
+
+    def op(value, spatial_shapes, start, locations, weights):
+        return ms_deform_attn(value, spatial_shapes, start, locations, weights, [], 64)
+
+    register_inductor_decomposition()
+    torch._dynamo.reset()
+    inputs = [t.to(device) for t in _inputs(shapes=[(5, 6), (2, 3)], points=2, num_query=9,
+                                            dtype=torch.float32)]
+    compiled = torch.compile(op, backend='inductor', dynamic=True, fullgraph=True)
+    with inductor_config.patch(fx_graph_cache=False):
+        out, code = run_and_get_code(compiled, *inputs)
+    calls_kernel = 'mmdet_ddetr.ms_deform_attn_forward' in '\n'.join(code)
+    assert calls_kernel == (device.type == 'cuda')
+    expected = op(*inputs)
+    record('inductor_cuda_op', max_abs=float((out - expected).abs().max()))
+    torch.testing.assert_close(out, expected, rtol=0, atol=0 if calls_kernel else 1e-5)

@@ -3,7 +3,8 @@ through the eager sampling path, the CUDA kernel's calls into mmcv, and the expo
 import pytest
 import torch
 
-from mmdet_ddetr.ops import ms_deform_attn, ms_deform_attn_backward, ms_deform_sample
+from mmdet_ddetr.ops import (ms_deform_attn, ms_deform_attn_backward, ms_deform_attn_forward,
+                             ms_deform_sample)
 from mmdet_ddetr.ops import ms_deform_attn_op as op_module
 from mmdet_ddetr.ops.ms_deform_attn_op import export_decompositions, level_shapes
 
@@ -51,6 +52,16 @@ def test_opcheck_forward(dtype, shape_list):
     args = (value.requires_grad_(), ss, lsi, loc.requires_grad_(), w.requires_grad_(),
             shape_list, 64)
     torch.library.opcheck(torch.ops.mmdet_ddetr.ms_deform_attn.default, args)
+
+
+def test_opcheck_forward_twin_without_autograd():
+    # What inductor calls where it does not lower ms_deform_attn (tests/ops/
+    # test_ms_deform_corners.py): the same kernels, no autograd (inputs without grad).
+    value, ss, lsi, loc, w = _inputs(dtype=torch.float32)
+    torch.library.opcheck(torch.ops.mmdet_ddetr.ms_deform_attn_forward.default,
+                          (value, ss, lsi, loc, w, _flat(SHAPES), 64))
+    torch.testing.assert_close(ms_deform_attn_forward(value, ss, lsi, loc, w, [], 64),
+                               ms_deform_attn(value, ss, lsi, loc, w, [], 64), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
@@ -111,7 +122,7 @@ def test_cuda_kernels_call_mmcv_with_contiguous_inputs_and_a_batch_dividing_step
     monkeypatch.setattr(op_module, '_mmcv_ext', lambda: ext)
     value, ss, lsi, loc, w = _inputs(bs=65, num_query=3)
     loc_t = loc.transpose(1, 2).contiguous().transpose(1, 2)  # same values, not contiguous
-    out = op_module._ms_deform_attn_cuda(value, ss, lsi, loc_t, w, [], 64)
+    out = op_module._forward_cuda(value, ss, lsi, loc_t, w, [], 64)
     assert out.shape == (65, 3, 15) and (out == 7).all()
     kind, args, step = ext.calls[-1]
     assert kind == 'forward' and step == 13  # 65 = 5 * 13: largest divisor <= 64
