@@ -86,13 +86,14 @@ def main() -> None:
         import mmdet_ddetr.deployment  # noqa: F401  (registers OrtDetectorModel)
         cfg.model = dict(type='OrtDetectorModel', onnx_file=args.checkpoint)
         cfg.load_from = None
+        cfg.compile = None  # a config's compile=True is about the PyTorch model
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
+    if args.compile:
+        from mmdet_ddetr.engine.runner import request_compile
+        request_compile(cfg)
 
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
-    if args.compile:
-        from mmdet_ddetr.engine.compile import compile_detector
-        compile_detector(runner.model)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError('--out must be a .pkl or .pickle file')

@@ -14,6 +14,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 import mmdet_ddetr  # noqa: E402,F401  (registers the custom modules even without custom_imports)
 from mmdet_ddetr.engine import setup_distributed  # noqa: E402
+from mmdet_ddetr.engine.runner import request_compile  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 
 
@@ -68,6 +69,8 @@ def build_config(args: argparse.Namespace) -> Config:
             raise RuntimeError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the '
                                'config')
         cfg.auto_scale_lr.enable = True
+    if args.compile:
+        request_compile(cfg)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None
@@ -90,9 +93,6 @@ def main() -> None:
         runner = RUNNERS.build(cfg)
     else:
         runner = Runner.from_cfg(cfg)
-    if args.compile:
-        from mmdet_ddetr.engine.compile import compile_detector
-        compile_detector(runner.model)
     runner.train()
 
 

@@ -1,5 +1,9 @@
 # Shared runtime settings (mmdet 3.x conventions).
 default_scope = 'mmdet'
+# mmengine's Runner, except that compile=True (or a dict of torch.compile arguments) compiles
+# the detector's backbone + neck and transformer with dynamic shapes, for training and testing,
+# instead of the whole train_step (mmdet_ddetr/engine/runner.py).
+runner_type = 'RegionalCompileRunner'
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

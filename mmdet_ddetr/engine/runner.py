@@ -1,0 +1,63 @@
+"""mmengine's Runner with a ``compile`` option that suits detection transformers.
+
+mmengine's ``compile=True`` wraps the whole ``train_step`` in ``torch.compile``: data
+preprocessing, the Hungarian matching (scipy), the losses, ``backward`` and the optimizer step are
+traced too, which breaks the graph into dozens of pieces that recompile as batches change, and
+puts the backbone and the transformer in one graph whose sizes are floor divisions of the image
+size -- torch 2.13's inductor then fails SMCA's and DETR's training step (``ValueRangeError:
+Invalid ranges [0:-1]`` on the encoder's attention weights). :class:`RegionalCompileRunner`
+compiles what :func:`~mmdet_ddetr.engine.compile.compile_detector` compiles (backbone + neck,
+transformer: one graph each, dynamic shapes) for training, validation and testing alike.
+"""
+from mmdet.registry import RUNNERS
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+from .compile import compile_detector
+
+
+@RUNNERS.register_module()
+class RegionalCompileRunner(Runner):
+    """A :class:`mmengine.runner.Runner` whose ``compile`` config compiles the detector's
+    ``extract_feat`` and ``forward_transformer`` instead of ``train_step``.
+
+    ``compile=True`` uses :data:`~mmdet_ddetr.engine.compile.DEFAULT_COMPILE_CFG`
+    (``dynamic=True``); a dict is passed to ``torch.compile`` on top of it (``backend``,
+    ``mode``, ...). Validation and testing run the compiled functions too (mmengine's Runner
+    compiles for training only).
+    """
+
+    def _maybe_compile(self, target: str) -> None:
+        """Compile the detector's tensor core once, whatever ``target`` mmengine names."""
+        compile_cfg = self.cfg.get('compile', None)
+        if compile_cfg is None or compile_cfg is False:
+            return
+        if compile_cfg is True:
+            compile_cfg = {}
+        if not isinstance(compile_cfg, dict):
+            raise TypeError(f'compile must be a bool or a dict of torch.compile arguments, got '
+                            f'{type(compile_cfg).__name__}')
+        if compile_detector(self.model, dict(compile_cfg)):
+            self.logger.info('extract_feat and forward_transformer compiled (torch.compile '
+                             f'{dict(compile_cfg)}); the first iterations of each image-size '
+                             'class and mode are slow.')
+
+    def val(self) -> dict:
+        self._maybe_compile('val_step')
+        return super().val()
+
+    def test(self) -> dict:
+        self._maybe_compile('test_step')
+        return super().test()
+
+
+def request_compile(cfg: Config) -> None:
+    """What ``--compile`` of tools/train.py and tools/test.py does to a config: ``compile=True``
+    (a dict already there is kept) run by :class:`RegionalCompileRunner` unless the config
+    names its own ``runner_type``."""
+    if not cfg.get('compile'):
+        cfg.compile = True
+    cfg.setdefault('runner_type', 'RegionalCompileRunner')
+
+
+__all__ = ['RegionalCompileRunner', 'request_compile']
