@@ -73,8 +73,9 @@ def parse_args() -> argparse.Namespace:
     add_verbose_argument(parser)
     add_precision_args(parser)
     parser.add_argument('--compile', action='store_true',
-                        help='also time torch.compile(dynamic=True) of ours and of mmdet\'s '
-                        'model against the eager models, with compile times')
+                        help='also time ours and mmdet\'s model compiled as tools/train.py '
+                        '--compile does (backbone + transformer, dynamic shapes) against the '
+                        'eager models, with compile times')
     parser.add_argument('--onnxruntime', action='store_true',
                         help='also export ours to ONNX and time ONNX Runtime (CPU) inference '
                         'against PyTorch eager (and compiled with --compile), unpadded batch')
@@ -503,10 +504,15 @@ def report_targets(rows: List[Tuple[str, float, float, float, str]],
 # ---------------------------------------------------------------- --compile / --onnxruntime
 def compiled_step_fns(model: torch.nn.Module, batch: Dict, device: str
                       ) -> Tuple[Callable[[], None], Callable[[], None]]:
-    """:func:`step_fns` with the model's forward under ``torch.compile(dynamic=True)`` (the
-    data preprocessor, backward and optimizer step stay eager)."""
-    # The compiled wrapper forwards attributes (data_preprocessor, parameters, train/eval).
-    return step_fns(torch.compile(model, dynamic=True), batch, device)
+    """:func:`step_fns` of a copy of ``model`` compiled as ``--compile`` in tools/train.py and
+    tools/test.py does it (:func:`~mmdet_ddetr.engine.compile.compile_detector`: backbone + neck
+    and transformer, ``dynamic=True``; data preprocessing, matching, losses, post-processing,
+    backward and the optimizer step stay eager). mmdet's DETRs have the same two methods, so
+    the peer is compiled the same way."""
+    from mmdet_ddetr.engine.compile import compile_detector
+    compiled = copy.deepcopy(model)
+    compile_detector(compiled)
+    return step_fns(compiled, batch, device)
 
 
 def first_call_seconds(fn: Callable[[], None], device: str) -> float:
@@ -518,8 +524,8 @@ def run_compile_variant(name: str, args: argparse.Namespace
                         ) -> List[Tuple[str, float, float, float, str]]:
     """Compiled vs eager, for ours and for mmdet's peer: paired speed ratios and compile time.
 
-    Compile time is the first compiled call minus the median eager call. The eager models are
-    the same instances (so the same weights) as the compiled ones.
+    Compile time is the first compiled call minus the median eager call. The compiled models
+    are copies of the eager ones (same weights).
     """
     import torch._dynamo
     ours, theirs, batch, modes = setup_pair(name, args)
@@ -570,7 +576,9 @@ def run_onnxruntime_variant(name: str, args: argparse.Namespace
         runtime = OrtDetector(path, threads=torch.get_num_threads())
         peers = {'eager': lambda: wrapper(images)}
         if args.compile:
+            from mmdet_ddetr.ops import register_inductor_decomposition
             torch._dynamo.reset()
+            register_inductor_decomposition()
             compiled = torch.compile(wrapper, dynamic=True)
             peers['compiled'] = lambda: compiled(images)
         rows = []
