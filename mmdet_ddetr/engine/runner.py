@@ -9,13 +9,15 @@ Invalid ranges [0:-1]`` on the encoder's attention weights). :class:`RegionalCom
 compiles what :func:`~mmdet_ddetr.engine.compile.compile_detector` compiles (backbone + neck,
 transformer: one graph each, dynamic shapes) for training, validation and testing alike.
 """
-from mmdet.registry import RUNNERS
 from mmengine.config import Config
+from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from .compile import compile_detector
 
 
+# mmengine's root registry, not mmdet's: tools build the runner before any default scope exists
+# (the Runner sets it), and a name in mmdet's registry is then not found.
 @RUNNERS.register_module()
 class RegionalCompileRunner(Runner):
     """A :class:`mmengine.runner.Runner` whose ``compile`` config compiles the detector's

@@ -115,6 +115,9 @@ def test_config_compile_compiles_the_tensor_core_for_training_and_testing(tmp_pa
     cfg = tiny_cfg(tmp_path / 'data', tmp_path / 'work')
     cfg.train_dataloader.batch_size = 2
     assert cfg.runner_type == 'RegionalCompileRunner'  # from configs/_base_/default_runtime.py
+    # In mmengine's root registry: tools/train.py builds the runner before any default scope
+    # exists, and a name registered only in mmdet's registry is then not found.
+    assert RUNNERS.module_dict['RegionalCompileRunner'] is RegionalCompileRunner
     # A config holds names, not objects (the Runner dumps it): register the counter as one.
     # Dynamo's graphs are run as they are (no AOTAutograd): this test is about the wiring.
     backend = CountingBackend(inner=lambda gm, example_inputs: gm.forward)
