@@ -6,8 +6,8 @@ Why an operator rather than a Python function or an ``autograd.Function``:
   ``grid_sample`` into gathers and index arithmetic that run several times slower than ATen's
   kernel on CPU, and it cannot trace mmcv's CUDA extension call at all (a graph break per
   layer). On CPU inductor lowers the forward through our own decomposition
-  (:mod:`.ms_deform_corners`: one fused loop over the bilinear corners, 2-3x faster than the
-  eager kernel); on CUDA, and for the backward, the op stays one opaque kernel call.
+  (:mod:`.ms_deform_corners`: one fused loop over the bilinear corners, which writes no
+  intermediate samples); on CUDA, and for the backward, the op stays one opaque kernel call.
 * The fake (meta) implementations give output shapes from input shapes alone, so dynamo,
   AOTAutograd and ``torch.export`` handle it with dynamic shapes and no host sync.
 * ``torch.export`` keeps it as one node that the ONNX export decomposes into standard
