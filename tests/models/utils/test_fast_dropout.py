@@ -68,3 +68,28 @@ def test_use_fast_dropout_swaps_every_dropout_and_keeps_weights():
     ffn.eval()
     x = torch.randn(2, 5, 8)
     assert torch.equal(ffn(x), ffn.layers(x) + x)
+
+
+def test_compiled_draws_one_mask_for_forward_and_backward():
+    """Under torch.compile (inductor, whose partitioner recomputes cheap ops for the backward)
+    the mask comes from the opaque seeded op: one graph, and the gradient is masked exactly
+    where the output is, i.e. the mask is not drawn a second time for the backward."""
+    import torch._dynamo
+
+    from mmdet_ddetr.models.utils.fast_dropout import fast_dropout
+
+    def f(x):
+        y = fast_dropout(x, 0.1)
+        return (y * y).sum(), y
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend='inductor', dynamic=True, fullgraph=True)
+    torch.manual_seed(0)
+    x = (torch.rand(16, 33, 65) + 0.5).requires_grad_()
+    loss, y = compiled(x)
+    loss.backward()
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    kept = y != 0
+    assert 0.85 < kept.float().mean().item() < 0.95
+    torch.testing.assert_close(y, x.detach() * kept * scale, rtol=0, atol=0)
+    torch.testing.assert_close(x.grad, 2 * y.detach() * kept * scale, rtol=1e-6, atol=0)
