@@ -39,10 +39,11 @@ class RegionalCompileRunner(Runner):
         if not isinstance(compile_cfg, dict):
             raise TypeError(f'compile must be a bool or a dict of torch.compile arguments, got '
                             f'{type(compile_cfg).__name__}')
-        if compile_detector(self.model, dict(compile_cfg)):
-            self.logger.info('extract_feat and forward_transformer compiled (torch.compile '
-                             f'{dict(compile_cfg)}); the first iterations of each image-size '
-                             'class and mode are slow.')
+        compile_cfg = dict(compile_cfg)  # a plain dict, not the config's ConfigDict
+        if compile_detector(self.model, compile_cfg):
+            self.logger.info(f'extract_feat and forward_transformer compiled (torch.compile '
+                             f'{compile_cfg}); the first iterations of each image-size class '
+                             'and mode are slow.')
 
     def val(self) -> dict:
         self._maybe_compile('val_step')

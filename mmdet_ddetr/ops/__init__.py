@@ -9,6 +9,5 @@ from .ms_deform_corners import ms_deform_sample_corners
 from .ms_deform_sampling import ms_deform_sample, ms_deform_sample_backward
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_forward', 'ms_deform_attn_backward',
-           'safe_im2col_step',
-           'export_decompositions', 'register_inductor_decomposition', 'ms_deform_sample',
-           'ms_deform_sample_backward', 'ms_deform_sample_corners']
+           'safe_im2col_step', 'export_decompositions', 'register_inductor_decomposition',
+           'ms_deform_sample', 'ms_deform_sample_backward', 'ms_deform_sample_corners']

@@ -246,6 +246,6 @@ def export_decompositions() -> dict:
     return {torch.ops.mmdet_ddetr.ms_deform_attn.default: ms_deform_attn_decomposition}
 
 
-__all__ = ['ms_deform_attn', 'ms_deform_attn_forward', 'ms_deform_attn_backward', 'safe_im2col_step', 'level_shapes',
-           'ms_deform_attn_decomposition', 'export_decompositions',
-           'register_inductor_decomposition']
+__all__ = ['ms_deform_attn', 'ms_deform_attn_forward', 'ms_deform_attn_backward',
+           'safe_im2col_step', 'level_shapes', 'ms_deform_attn_decomposition',
+           'export_decompositions', 'register_inductor_decomposition']
