@@ -23,7 +23,7 @@ test-slow: install
 	$(PY) -m pytest -q $(TESTS) -m slow
 
 parity: install
-	for f in ../shared/fixtures/official/*.pt; do $(PY) tools/model_converters/check_official_parity.py $$f || exit 1; done
+	for f in tests/data/official/*.pt; do $(PY) tools/model_converters/check_official_parity.py $$f || exit 1; done
 
 clean-demo:
 	rm -rf work_dirs/demo data/synthetic

@@ -13,9 +13,9 @@ from mmengine.structures import InstanceData
 from mmdet.structures import DetDataSample
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the checkout; a GPU machine gets the copies tools/device/prepare.sh made.
-FIXTURES = Path(os.environ.get('MMDET_DDETR_FIXTURES',
-                               REPO.parent / 'shared' / 'fixtures' / 'official'))
+# The official fixtures travel with the repository (tests/data/official/README.md); the CUDA kit
+# points MMDET_DDETR_FIXTURES at its own copies.
+FIXTURES = Path(os.environ.get('MMDET_DDETR_FIXTURES', REPO / 'tests' / 'data' / 'official'))
 
 DefaultScope.get_instance('mmdet_ddetr_tests', scope_name='mmdet')
 
@@ -23,7 +23,7 @@ DefaultScope.get_instance('mmdet_ddetr_tests', scope_name='mmdet')
 def official_fixture(name: str) -> Dict[str, Any]:
     path = FIXTURES / name
     if not path.is_file():
-        pytest.fail(f'official fixture {path} is missing: ../shared must sit beside the repo')
+        pytest.fail(f'official fixture {path} is missing (tests/data/official/README.md)')
     return torch.load(path, map_location='cpu', weights_only=True)
 
 

@@ -1,7 +1,7 @@
 """Numerical parity with the official implementations, one module per model family.
 
 Each family module exposes ``check(fixture, device='cpu') -> {name: max_abs_diff}``; fixtures are the files
-under ``../shared/fixtures/official/`` (their README documents the format).
+under ``tests/data/official/`` (their README documents the format).
 """
 import importlib
 from typing import Any, Callable, Dict

@@ -1,6 +1,6 @@
 """Parity of :class:`mmdet_ddetr.models.DDETR` with the official Deformable DETR.
 
-A fixture (see ``../shared/fixtures/official/README.md``) stores the official hyper-parameters,
+A fixture (see ``tests/data/official/FORMAT.md``) stores the official hyper-parameters,
 weights, backbone features, masks, outputs, losses, Hungarian matchings and post-processed
 detections of a float64 run. :func:`check` rebuilds the model from the hyper-parameters,
 converts the weights, feeds the stored features to the neck (the backbone is bypassed), and

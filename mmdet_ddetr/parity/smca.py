@@ -1,6 +1,6 @@
 """Parity of :class:`mmdet_ddetr.models.smca.SMCADETR` with the official single-scale SMCA-DETR.
 
-An SMCA fixture (``smca_*.pt``, format in ``../shared/fixtures/official/README.md``; fixture
+An SMCA fixture (``smca_*.pt``, format in ``tests/data/official/FORMAT.md``; fixture
 ``meta['family'] == 'smca_detr_single_scale'``) stores the official hyper-parameters, weights,
 C5 features, masks, outputs, losses, Hungarian matchings and post-processed detections of a
 float64 run. :func:`check` rebuilds our model from the hyper-parameters, converts the weights

@@ -158,7 +158,7 @@ def test_export_decomposes_into_grid_sampler_with_dynamic_sizes():
     assert not any(t.startswith('mmdet_ddetr') for t in targets)
     value, _, _, loc, w = _inputs(dtype=torch.float32, bs=3, num_query=11, seed=1)
     torch.testing.assert_close(ep.module()(value, loc, w),
-                               ms_deform_sample(value, SHAPES, loc, w), rtol=0, atol=1e-6)
+                               ms_deform_sample(value, SHAPES, loc, w), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.cuda
@@ -175,10 +175,11 @@ def test_cuda_op_matches_cpu_and_passes_opcheck(dtype):
     grad = torch.randn_like(out_cpu)
     out_cpu.backward(grad)
     out_cuda.backward(grad.cuda())
-    tol = 1e-10 if dtype == torch.float64 else 1e-4
-    torch.testing.assert_close(out_cuda.cpu(), out_cpu, rtol=0, atol=tol)
+    # Relative as well as absolute: gradients grow with the number of samples summed.
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_cuda.cpu(), out_cpu, **tol)
     for i in (0, 3, 4):
-        torch.testing.assert_close(args_cuda[i].grad.cpu(), args_cpu[i].grad, rtol=0, atol=tol)
+        torch.testing.assert_close(args_cuda[i].grad.cpu(), args_cpu[i].grad, **tol)
     torch.library.opcheck(torch.ops.mmdet_ddetr.ms_deform_attn.default, (*args_cuda, [], 64))
     grad_cuda = torch.randn_like(out_cuda)
     ms_deform_attn_backward(grad_cuda, *[t.detach() for t in args_cuda], [], 64)

@@ -23,7 +23,7 @@ def float64_diffs(tmp_path_factory) -> Dict[str, Dict[str, float]]:
     paths = [FIXTURES / name for name in ALL_FIXTURES]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        pytest.fail(f'official fixtures {missing} are missing: ../shared must sit beside the repo')
+        pytest.fail(f'official fixtures {missing} are missing (tests/data/official/README.md)')
     out = tmp_path_factory.mktemp('parity') / 'diffs.json'
     # --tol inf: the tests below apply their own, stricter bound to every check.
     proc = subprocess.run(

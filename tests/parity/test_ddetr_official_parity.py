@@ -1,4 +1,4 @@
-"""Deformable DETR equals the official implementation (fixtures in ../shared/fixtures/official).
+"""Deformable DETR equals the official implementation (fixtures in tests/data/official).
 
 In float64 with the official float32 islands reproduced, every output, loss and detection must
 agree to 1e-9 (the fixture README: "can match to ~1e-12"), and every Hungarian matching and

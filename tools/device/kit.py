@@ -12,7 +12,7 @@ Layout of the kit folder (``.device/``, ignored by git)::
 
     wheels/*.whl          the lock's wheels
     sdist/mmcv-2.1.0.tar.gz
-    fixtures/*.pt         copies of ../shared/fixtures/official (../shared does not travel)
+    fixtures/*.pt         copies of tests/data/official (hashed into the manifest)
     prebuilt/*.whl        optional: an mmcv wheel built on the GPU machine by an earlier call
     MANIFEST.tsv          path, name, version, sha256, size of every file above
 """

@@ -2,7 +2,7 @@
 # Puts into .device/ (ignored by git) everything the GPU machine lacks, for an offline run of
 # tools/device/cuda_check.sh there: the Python 3.12 manylinux wheels and mmcv 2.1.0's source
 # distribution pinned in tools/device/requirements-gpu.lock, and a copy of the official parity
-# fixtures (../shared does not travel with the working tree). Writes .device/MANIFEST.tsv and
+# fixtures (tests/data/official), hashed into the kit's manifest. Writes .device/MANIFEST.tsv and
 # prints the total size. Idempotent: files already there with the locked sha256 are kept, so a
 # second run downloads nothing; a file whose hash differs is downloaded again.
 #
@@ -20,7 +20,7 @@ ROOT=${DEVICE_DIR:-.device}
 PY=${PYTHON:-python3}
 KIT=("$PY" tools/device/kit.py)
 LOCK=tools/device/requirements-gpu.lock
-FIXTURES=../shared/fixtures/official
+FIXTURES=tests/data/official
 VERIFY=0
 for arg in "$@"; do
   case "$arg" in
