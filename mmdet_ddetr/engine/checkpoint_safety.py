@@ -1,54 +1,55 @@
-"""Safe loading of MMEngine Runner checkpoints under ``torch.load(weights_only=True)``.
+"""Weights-only checkpoint loading for every scheme mmengine knows, with errors that name the fix.
 
-Since torch 2.6 ``torch.load`` defaults to ``weights_only=True``: it unpickles with a restricted
-unpickler that only rebuilds tensors, containers and primitive types plus whatever was explicitly
-allow-listed. MMEngine 0.10.7 calls ``torch.load(filename, map_location=...)`` without the
-argument, so resuming (``--resume``) and ``load_from`` fail on the checkpoints the Runner itself
-writes, because those also carry the training-log state of the ``MessageHub``:
+Since torch 2.6 ``torch.load`` defaults to ``weights_only=True``: a restricted unpickler that only
+rebuilds tensors, containers, primitive types and what was explicitly allow-listed. mmengine
+0.10.7 loads local files with that default and no allow-list, so the checkpoints its own Runner
+writes fail (they also carry the ``MessageHub`` training logs); and it loads ``http(s)://``,
+``torchvision://`` and ``open-mmlab://`` checkpoints (and the hub cache) through
+``torch.hub.load_state_dict_from_url``, whose default turns weights-only loading off: a downloaded
+file runs code. onedl-mmengine retries a failed safe load unsafely.
 
-* ``mmengine.logging.HistoryBuffer`` objects (smoothed loss / lr / time logs),
-* numpy arrays inside them (``numpy.ndarray`` rebuilt by ``numpy._core.multiarray._reconstruct``
-  with a ``numpy.dtype``),
-* numpy scalars (``numpy._core.multiarray.scalar``), e.g. a ``best_score`` metric,
-* ``getattr(HistoryBuffer, 'mean')`` & co.: ``HistoryBuffer.__getstate__`` stores its statistic
-  *methods*, which pickle writes as ``builtins.getattr(HistoryBuffer, <name>)``.
+:func:`use_safe_checkpoint_loader` (run by ``import mmdet_ddetr``) registers our loaders for all
+of those schemes in mmengine's ``CheckpointLoader``, which every mmengine/mmdet loading path
+goes through (``load_from``, ``--resume``, ``tools/test.py``, ``init_detector``,
+``DetInferencer``, a backbone's ``init_cfg=dict(type='Pretrained', ...)``). Each loads weights-only
+with exactly what a Runner checkpoint contains allowed (found by saving Runner checkpoints and
+listing ``torch.serialization.get_unsafe_globals_in_checkpoint``):
 
-This module knows exactly those globals (found by saving Runner checkpoints and listing
-``torch.serialization.get_unsafe_globals_in_checkpoint``) and allows them *for the duration of
-each load* rather than turning ``weights_only`` off. ``builtins.getattr`` is the dangerous one --
-a general ``getattr`` lets a malicious pickle reach arbitrary attributes -- so it is *not*
-allowed; a restricted stand-in registered under the same name only resolves the statistic
-methods of ``HistoryBuffer``.
+* ``mmengine.logging.HistoryBuffer`` (smoothed loss / lr / time logs), rebuilt through
+  :class:`_CheckedHistoryBuffer`, which refuses a state that would re-map the statistic
+  methods that ``HistoryBuffer`` keeps in one class-level dict for the whole process;
+* numpy arrays, dtypes and scalars inside them (``numpy._core.multiarray._reconstruct`` & co.);
+* ``getattr(HistoryBuffer, 'mean')`` & co., which ``HistoryBuffer.__getstate__`` pickles as
+  ``builtins.getattr``: a general ``getattr`` would give a file any attribute of any allowed
+  object, so a restricted stand-in is registered under that name instead.
 
-Why per load and not once per process: torch's allow-list is one process-wide set that any
-library may change. ``torch.serialization.safe_globals(...)`` removes every entry it was given
-when it exits, even entries that were there before -- onedl-mmengine's ``_safe_torch_load`` does
-exactly that around its loads (and then falls back to ``weights_only=False`` when the safe load
-fails). :func:`runner_checkpoint_globals_allowed` adds only what is missing and removes only
-that, so our loads work whatever happened before, and leave the allow-list as they found it.
-
-:func:`use_safe_checkpoint_loader` makes MMEngine load local files with :func:`load_from_local`
-(weights-only, the allow-list above, errors that name the cause and the fix). Nothing here runs
-on import: the configs switch it on through ``custom_imports`` naming
-``mmdet_ddetr.engine.safe_checkpoint_loading``. See ``docs/troubleshooting.md``.
+The allow-list is added for the duration of each load (and only what is missing, removing only
+that afterwards), not once per process: torch's list is one set that any library may change,
+and ``torch.serialization.safe_globals(...)`` -- which onedl-mmengine uses around its loads --
+removes its entries when it exits, even entries that were there before. Nothing here ever
+loads unsafely. See ``docs/troubleshooting.md``.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 import os.path as osp
 import pickle
 import zipfile
-from typing import Any, Callable, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from urllib.parse import urlparse
 
+import mmengine
 import numpy as np
 import torch
-from mmengine.logging import HistoryBuffer
+from mmengine.dist import get_dist_info
+from mmengine.logging import HistoryBuffer, print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
-    'CheckpointLoadError', 'load_from_local', 'runner_checkpoint_globals_allowed',
-    'runner_checkpoint_safe_globals', 'use_safe_checkpoint_loader'
+    'CheckpointLoadError', 'load_from_local', 'load_from_url', 'runner_checkpoint_globals_allowed',
+    'runner_checkpoint_safe_globals', 'torchvision_model_url', 'use_safe_checkpoint_loader'
 ]
 
 SafeGlobal = Union[Callable, Tuple[Callable, str]]
@@ -77,14 +78,40 @@ def _history_buffer_getattr(obj: Any, name: str) -> Any:
     Raises:
         pickle.UnpicklingError: For any other object or attribute.
     """
-    if obj is HistoryBuffer and isinstance(name, str) and not name.startswith('_'):
+    # The name HistoryBuffer resolves to _CheckedHistoryBuffer inside our loads.
+    if obj in (HistoryBuffer, _CheckedHistoryBuffer) and isinstance(name, str) \
+            and not name.startswith('_'):
         attr = inspect.getattr_static(HistoryBuffer, name, None)
         if inspect.isfunction(attr):
             return attr
     raise pickle.UnpicklingError(
         f'Refusing getattr({obj!r}, {name!r}) while loading a checkpoint: mmdet_ddetr only '
         'allows getattr on HistoryBuffer statistic methods (what MMEngine Runner checkpoints '
-        'contain). Load the file with torch.load(weights_only=False) only if you trust it.')
+        'contain).')
+
+
+class _CheckedHistoryBuffer(HistoryBuffer):
+    """What the allow-list rebuilds a pickled ``HistoryBuffer`` with.
+
+    ``HistoryBuffer.__setstate__`` merges the pickled ``statistics_methods`` into
+    ``HistoryBuffer._statistics_methods``, one dict shared by every buffer of the process: a
+    crafted checkpoint could map ``'mean'`` to ``HistoryBuffer.max`` and change every logged
+    average from then on. A genuine state only names each statistic method under its own name
+    (``{'mean': HistoryBuffer.mean, ...}``); anything else is refused, and the class-level dict
+    is never written beyond the defaults. The rebuilt object is a plain ``HistoryBuffer``.
+    """
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        methods = state.pop('statistics_methods', {})
+        for name, method in (methods.items() if isinstance(methods, dict) else [(None, None)]):
+            if not (isinstance(name, str) and
+                    inspect.getattr_static(HistoryBuffer, name, None) is method):
+                raise pickle.UnpicklingError(
+                    f'Refusing a HistoryBuffer whose statistics map {name!r} to {method!r}: a '
+                    'Runner checkpoint maps each statistic to the method of the same name.')
+        self._set_default_statistics()
+        self.__dict__.update(state)
+        self.__class__ = HistoryBuffer
 
 
 def _numpy_globals() -> List[SafeGlobal]:
@@ -119,7 +146,7 @@ def runner_checkpoint_safe_globals() -> List[SafeGlobal]:
         ``(callable, 'dotted.name')`` pairs).
     """
     return [
-        HistoryBuffer,
+        (_CheckedHistoryBuffer, f'{HistoryBuffer.__module__}.{HistoryBuffer.__qualname__}'),
         (_history_buffer_getattr, 'builtins.getattr'),
         *_numpy_globals(),
     ]
@@ -137,19 +164,6 @@ def runner_checkpoint_globals_allowed() -> Iterator[None]:
     missing = [g for g in runner_checkpoint_safe_globals() if g not in present]
     with torch.serialization.safe_globals(missing):
         yield
-
-
-def use_safe_checkpoint_loader() -> None:
-    """Make MMEngine load local checkpoint files with :func:`load_from_local`. Idempotent.
-
-    ``Runner.resume``, ``load_from`` and ``load_checkpoint`` read local files through the
-    loader MMEngine registered for the '' (path) prefix: mmengine 0.10.7's calls ``torch.load``
-    with torch's default (weights-only since torch 2.6, without the Runner-checkpoint globals),
-    onedl-mmengine's retries with ``weights_only=False`` when that fails. Other prefixes
-    (``torchvision://``, ``https://``, ...) keep MMEngine's loaders.
-    """
-    # force=True: MMEngine registered its own loader for the prefix already.
-    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
 
 
 class CheckpointLoadError(RuntimeError):
@@ -177,7 +191,7 @@ def load_from_local(filename: str, map_location: Any = None) -> Any:
     """Load a local checkpoint with torch's weights-only unpickler and the Runner allow-list.
 
     Same contract as MMEngine's ``load_from_local`` (the name is kept because MMEngine logs
-    ``'Loads checkpoint by local backend'`` from it), with actionable errors.
+    ``'Loads checkpoint by local backend'`` from it), with errors that name the cause and the fix.
 
     Args:
         filename: Path of the checkpoint file.
@@ -188,43 +202,74 @@ def load_from_local(filename: str, map_location: Any = None) -> Any:
 
     Raises:
         FileNotFoundError: The file does not exist.
-        CheckpointLoadError: The file is truncated / not a torch checkpoint, or holds objects
-            outside the allow-list.
+        CheckpointLoadError: The file is not a PyTorch checkpoint, is truncated, or holds
+            objects outside the allow-list.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(
             f'{filename} can not be found. Check the path given to --resume/load_from, or the '
             f'path written in <work_dir>/last_checkpoint.')
+    _check_is_torch_file(filename)
     try:
         with runner_checkpoint_globals_allowed():
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        extra = _unsafe_globals(filename)
+        refused = _unsafe_globals(filename)
+        if not refused and _looks_truncated(filename, exc):
+            raise _truncated(filename, exc) from exc
         raise CheckpointLoadError(
-            f'Checkpoint {filename} contains objects that safe loading (torch.load '
-            f'weights_only=True) refuses{": " + ", ".join(extra) if extra else ""}. mmdet_ddetr '
-            'allow-lists only what MMEngine Runner checkpoints contain. Fix: if the file comes '
-            'from a source you trust, either convert it to a plain state dict '
-            '(torch.save(torch.load(f, weights_only=False)["state_dict"], out)) or allow-list the '
-            'named classes with torch.serialization.add_safe_globals([...]) before training. '
-            'See docs/troubleshooting.md.') from exc
+            f'Checkpoint {filename} contains objects that safe loading (weights-only) refuses'
+            f'{": " + ", ".join(refused) if refused else f" ({_unpickler_reason(exc)})"}. '
+            'mmdet_ddetr loads tensors, containers and what MMEngine Runner checkpoints contain, '
+            'nothing that can run code. Obtain the file from a source you trust (its '
+            'publisher\'s release page), or, for an official Deformable DETR / SMCA-DETR '
+            'checkpoint, convert it with tools/model_converters/ddetr_to_mmdet_ddetr.py or '
+            'smca_official_to_mmdet_ddetr.py (they read those files safely). See '
+            'docs/troubleshooting.md.') from exc
     except (RuntimeError, EOFError, OSError) as exc:
         if _looks_truncated(filename, exc):
-            raise CheckpointLoadError(
-                f'Checkpoint {filename} is incomplete or not a torch checkpoint '
-                f'({type(exc).__name__}: {str(exc)[:90] or "file ends early"}). It was '
-                'probably cut short by a crash/kill while it was being written by a tool that '
-                'does not write atomically. Fix: delete it and resume from an earlier '
-                'checkpoint (--resume <work_dir>/epoch_N.pth), or fix <work_dir>/last_checkpoint '
-                'to name a complete file.') from exc
+            raise _truncated(filename, exc) from exc
         raise
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The unpickler's own reason from torch's message, without torch's advice around it."""
+    text = str(exc)
+    if 'WeightsUnpickler error:' in text:
+        text = text.split('WeightsUnpickler error:', 1)[1]
+        text = text.split('Check the documentation of torch.load', 1)[0]
+    return ' '.join(text.split())[:300]
+
+
+def _check_is_torch_file(filename: str) -> None:
+    """Refuse a file that is neither torch.save's zip format nor a legacy pickle."""
+    with open(filename, 'rb') as f:
+        head = f.read(64)
+    if head[:4] == b'PK\x03\x04' or head[:1] == b'\x80' or not head:
+        return  # zip (torch >= 1.6), a pickle (legacy format), or empty (reported as truncated)
+    shown = head[:24].decode('utf-8', 'replace').strip()
+    kind = 'an HTML page' if head.lstrip()[:1] == b'<' else 'some other file'
+    raise CheckpointLoadError(
+        f'{filename} is not a PyTorch checkpoint: it looks like {kind} (it starts with '
+        f'{shown!r}). A download link that returned an error page, or a wrong path? Download '
+        'the checkpoint again from its release page.')
+
+
+def _truncated(filename: str, exc: BaseException) -> CheckpointLoadError:
+    return CheckpointLoadError(
+        f'Checkpoint {filename} is incomplete or not a torch checkpoint '
+        f'({type(exc).__name__}: {str(exc)[:90] or "file ends early"}). It was '
+        'probably cut short by a crash/kill while it was being written by a tool that '
+        'does not write atomically. Fix: delete it and resume from an earlier '
+        'checkpoint (--resume <work_dir>/epoch_N.pth), or fix <work_dir>/last_checkpoint '
+        'to name a complete file.')
 
 
 def _looks_truncated(filename: str, exc: BaseException) -> bool:
     """Whether a torch.load failure comes from a damaged/empty file rather than its content."""
-    if isinstance(exc, EOFError):  # empty or cut inside the (legacy) pickle stream
-        return True
+    if isinstance(exc, EOFError) or 'ran out of input' in str(exc).lower():
+        return True  # empty or cut inside the (legacy) pickle stream
     msg = str(exc)
     if 'PytorchStreamReader' in msg or 'central directory' in msg:
         return True
@@ -237,3 +282,116 @@ def _looks_truncated(filename: str, exc: BaseException) -> bool:
         return head == b'PK\x03\x04' and not zipfile.is_zipfile(filename)
     except OSError:
         return False
+
+
+# ------------------------------------------------------------------ remote schemes
+def _download(url: str, model_dir: Optional[str], progress: bool) -> str:
+    """The hub-cache path of ``url``, downloaded first if absent (as torch.hub names it).
+
+    ``torch.hub.download_url_to_file`` writes to a temporary file and renames it, so the cache
+    never holds a partial download; the hash prefix in the file name (``name-<sha256
+    prefix>.pth``) is checked, as ``torch.hub`` does.
+    """
+    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    cached = osp.join(model_dir, osp.basename(urlparse(url).path))
+    if not osp.exists(cached):
+        match = torch.hub.HASH_REGEX.search(osp.basename(cached))
+        print_log(f'Downloading {url} to {cached}', logger='current')
+        torch.hub.download_url_to_file(url, cached, match.group(1) if match else None,
+                                       progress=progress)
+    return cached
+
+
+def load_from_url(url: str, map_location: Any = None, model_dir: Optional[str] = None,
+                  progress: bool = False) -> Any:
+    """Download ``url`` into the hub cache (local rank 0 first when distributed) and load the
+    cached file with :func:`load_from_local`: weights-only, the same allow-list and errors.
+
+    Replaces MMEngine's ``load_from_http``, whose ``torch.hub.load_state_dict_from_url`` loads
+    with weights-only loading turned off.
+    """
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        path = _download(url, model_dir, progress)
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            path = _download(url, model_dir, progress)
+    return load_from_local(path, map_location)
+
+
+def torchvision_model_url(name: str) -> str:
+    """The published URL of ``torchvision://<name>``, without needing torchvision.
+
+    MMEngine ships the torchvision model zoo's URLs (``mmengine/hub/torchvision_0.12.json``:
+    ``resnet50``, ``resnet101``, ...); when torchvision is installed its newer weight names
+    (``resnet50.imagenet1k_v2``, ...) are added through MMEngine, as its own loader does.
+    """
+    urls = mmengine.load(osp.join(mmengine.__path__[0], 'hub', 'torchvision_0.12.json'))
+    if name not in urls:
+        try:
+            from mmengine.runner.checkpoint import get_torchvision_models
+            urls.update(get_torchvision_models())
+        except ImportError:  # no torchvision: the shipped names are all there is
+            pass
+    if name not in urls:
+        raise CheckpointLoadError(
+            f'torchvision://{name} is not a known torchvision model name (known without '
+            f'torchvision: {", ".join(sorted(urls)[:12])}, ...). Check the spelling in the '
+            'config\'s init_cfg, or give the checkpoint\'s https:// URL or a local path.')
+    return urls[name]
+
+
+def load_from_torchvision(filename: str, map_location: Any = None) -> Any:
+    """``torchvision://NAME`` (and the deprecated ``modelzoo://NAME``) through
+    :func:`load_from_url`."""
+    return load_from_url(torchvision_model_url(filename.split('://', 1)[1]), map_location)
+
+
+def load_from_openmmlab(filename: str, map_location: Any = None) -> Any:
+    """``open-mmlab://NAME`` / ``openmmlab://NAME`` resolved with MMEngine's model list, then
+    loaded like any URL or local file."""
+    from mmengine.runner.checkpoint import (_get_mmengine_home, get_deprecated_model_names,
+                                            get_external_models)
+    name = filename.split('://', 1)[1]
+    name = get_deprecated_model_names().get(name, name)
+    urls = get_external_models()
+    if name not in urls:
+        raise CheckpointLoadError(f'{filename}: no OpenMMLab model is called {name!r}')
+    url = urls[name]
+    if url.startswith(('http://', 'https://')):
+        return load_from_url(url, map_location)
+    return load_from_local(osp.join(_get_mmengine_home(), url), map_location)
+
+
+def load_from_mmcls(filename: str, map_location: Any = None) -> Any:
+    """``mmcls://NAME`` resolved with MMEngine's list, loaded by :func:`load_from_url` and
+    renamed as MMEngine does."""
+    from mmengine.runner.checkpoint import _process_mmcls_checkpoint, get_mmcls_models
+    urls = get_mmcls_models()
+    name = filename.split('://', 1)[1]
+    if name not in urls:
+        raise CheckpointLoadError(f'{filename}: no mmcls model is called {name!r}')
+    return _process_mmcls_checkpoint(load_from_url(urls[name], map_location))
+
+
+#: Every scheme MMEngine loads with ``torch.load``, and our weights-only loader for it.
+SAFE_LOADERS: Dict[Tuple[str, ...], Callable] = {
+    ('', ): load_from_local,
+    ('http://', 'https://'): load_from_url,
+    ('modelzoo://', 'torchvision://'): load_from_torchvision,
+    ('open-mmlab://', 'openmmlab://'): load_from_openmmlab,
+    ('mmcls://', ): load_from_mmcls,
+}
+
+
+def use_safe_checkpoint_loader() -> None:
+    """Make MMEngine load every scheme of :data:`SAFE_LOADERS` weights-only. Idempotent.
+
+    Run by ``import mmdet_ddetr``. ``pavi://`` and ``s3://`` (services this project does not
+    use) keep MMEngine's loaders.
+    """
+    for prefixes, loader in SAFE_LOADERS.items():
+        # force=True: MMEngine registered its own loaders for these prefixes already.
+        CheckpointLoader.register_scheme(prefixes=list(prefixes), loader=loader, force=True)

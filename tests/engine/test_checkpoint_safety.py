@@ -1,6 +1,6 @@
-"""Runner checkpoints load weights-only through our loader, whatever happened to torch's
-allow-list before; nothing else loads, nothing falls back to ``weights_only=False``, and
-importing the package changes no global loading state."""
+"""Runner checkpoints load weights-only through our loaders, whatever happened to torch's
+allow-list before; nothing else loads (local files, URLs, the hub cache), nothing is ever loaded
+unsafely, and ``import mmdet_ddetr`` is all it takes."""
 import argparse
 import ast
 import io
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-import mmdet_ddetr.engine.safe_checkpoint_loading  # noqa: F401  (what the configs import)
+import mmdet_ddetr  # noqa: F401  (switches the safe loaders on, as custom_imports does)
 from mmdet_ddetr.engine import (CheckpointLoadError, runner_checkpoint_globals_allowed,
                                 runner_checkpoint_safe_globals)
 from mmengine.logging import HistoryBuffer
@@ -210,31 +210,34 @@ def test_hooks_are_registered():
 IMPORT_PROBE = '''
 import torch
 from mmengine.runner.checkpoint import CheckpointLoader
-before = (CheckpointLoader._get_checkpoint_loader('x.pth'), torch.serialization.get_safe_globals())
-import mmdet_ddetr, mmdet_ddetr.models, mmdet_ddetr.engine
-after_import = (CheckpointLoader._get_checkpoint_loader('x.pth'), torch.serialization.get_safe_globals())
-import mmdet_ddetr.engine.safe_checkpoint_loading
-loader = CheckpointLoader._get_checkpoint_loader('x.pth')
-print(before == after_import, loader.__module__, torch.serialization.get_safe_globals() == before[1])
+schemes = ('x.pth', 'https://h/x.pth', 'http://h/x.pth', 'torchvision://resnet50',
+           'modelzoo://resnet50', 'open-mmlab://x', 'openmmlab://x', 'mmcls://x')
+before = [CheckpointLoader._get_checkpoint_loader(s).__module__ for s in schemes]
+safe = torch.serialization.get_safe_globals()
+import mmdet_ddetr
+after = [CheckpointLoader._get_checkpoint_loader(s).__module__ for s in schemes]
+print(set(before), set(after), torch.serialization.get_safe_globals() == safe)
 '''
 
 
-def test_importing_the_package_changes_no_global_loading_state():
-    """Only the module the configs name switches the loader; nothing touches torch's list."""
+def test_importing_the_package_makes_every_scheme_safe():
+    """``import mmdet_ddetr`` (all a config's custom_imports needs) replaces mmengine's loader
+    of every scheme by ours, and leaves torch's process-wide allow-list alone."""
     out = subprocess.run([sys.executable, '-c', IMPORT_PROBE], capture_output=True, text=True,
                          timeout=120, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ['True', 'mmdet_ddetr.engine.checkpoint_safety', 'True']
+    assert out.stdout.split() == ["{'mmengine.runner.checkpoint'}",
+                                  "{'mmdet_ddetr.engine.checkpoint_safety'}", 'True']
 
 
-def test_every_config_switches_safe_loading_on():
+def test_every_config_imports_only_the_package():
     from mmengine.config import Config
     configs = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
     assert len(configs) > 10
     for path in configs:
         imports = Config.fromfile(str(path), import_custom_modules=False).get(
             'custom_imports', {}).get('imports', [])
-        assert 'mmdet_ddetr.engine.safe_checkpoint_loading' in imports, path
+        assert imports == ['mmdet_ddetr'], path
 
 
 def _torch_load_calls(tree: ast.AST):

@@ -1,10 +1,8 @@
 # Deformable DETR, multi-scale (C3-C5 + one stride-2 extra level), paper defaults.
 # Variants switch `with_box_refine` / `as_two_stage` / `num_feature_levels` (see configs/deformable_detr/).
-# safe_checkpoint_loading makes --resume / load_from load Runner checkpoints weights-only under
-# torch >= 2.6 (docs/troubleshooting.md).
-custom_imports = dict(
-    imports=['mmdet_ddetr', 'mmdet_ddetr.engine.safe_checkpoint_loading'],
-    allow_failed_imports=False)
+# Importing mmdet_ddetr registers its components and makes every checkpoint load weights-only
+# (docs/troubleshooting.md); it is all a config of yours needs too.
+custom_imports = dict(imports=['mmdet_ddetr'], allow_failed_imports=False)
 
 model = dict(
     type='DDETR',
@@ -74,8 +72,9 @@ model = dict(
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
     train_cfg=dict(
+        # mmdet's HungarianAssigner, with NaN/inf costs named instead of failing inside scipy
         assigner=dict(
-            type='HungarianAssigner',
+            type='FiniteCostHungarianAssigner',
             match_costs=[
                 dict(type='FocalLossCost', weight=2.0),
                 dict(type='BBoxL1Cost', weight=5.0, box_format='xywh'),

@@ -1,12 +1,8 @@
 # Single-scale SMCA-DETR (arXiv 2101.07448), official defaults (gaopengcuhk/SMCA-DETR e4df3ab):
 # R50 C5, d=256, 8 heads, 6+6 post-norm layers, FFN 2048, 300 queries, scale type3, beta=8.
-# mmdet_ddetr.models.smca is listed explicitly so that the SMCA types register even where
-# mmdet_ddetr.models does not import it; safe_checkpoint_loading makes --resume / load_from
-# load Runner checkpoints weights-only under torch >= 2.6 (docs/troubleshooting.md).
-custom_imports = dict(
-    imports=['mmdet_ddetr', 'mmdet_ddetr.models.smca',
-             'mmdet_ddetr.engine.safe_checkpoint_loading'],
-    allow_failed_imports=False)
+# Importing mmdet_ddetr registers its components (SMCA included) and makes every checkpoint load
+# weights-only (docs/troubleshooting.md); it is all a config of yours needs too.
+custom_imports = dict(imports=['mmdet_ddetr'], allow_failed_imports=False)
 
 embed_dims = 256
 num_heads = 8
@@ -82,8 +78,9 @@ model = dict(
         loss_bbox=dict(type='L1Loss', loss_weight=5.0),
         loss_iou=dict(type='GIoULoss', loss_weight=2.0)),
     train_cfg=dict(
+        # mmdet's HungarianAssigner, with NaN/inf costs named instead of failing inside scipy
         assigner=dict(
-            type='HungarianAssigner',
+            type='FiniteCostHungarianAssigner',
             match_costs=[
                 # eps as in the official matcher (mmdet's default is 1e-12).
                 dict(type='FocalLossCost', weight=2.0, eps=1e-8),
