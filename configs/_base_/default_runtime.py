@@ -13,8 +13,9 @@ default_hooks = dict(
     checkpoint=dict(type='AtomicCheckpointHook', interval=1),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'),
-    # stop at the first NaN/inf loss term, naming the iteration and the terms
-    finite_loss=dict(type='FiniteLossHook'),
+    # stop a diverging run (NaN/inf loss, gradient norm or weights) before it is saved,
+    # naming the iteration and the last good checkpoint
+    divergence_guard=dict(type='DivergenceGuardHook'),
     # reseed every epoch so a resumed run repeats the uninterrupted one exactly
     reseed=dict(type='EpochReseedHook'))
 

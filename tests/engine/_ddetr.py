@@ -11,7 +11,7 @@ QUICKSTART = REPO / 'configs/deformable_detr/deformable-detr_r18_1xb8-quickstart
 
 TINY_DDETR = '''
 _base_ = ['{quickstart}']
-custom_imports = dict(imports=['mmdet_ddetr', 'mmdet_ddetr.engine.safe_checkpoint_loading',
+custom_imports = dict(imports=['mmdet_ddetr',
                                'tests.engine._faults'],
                       allow_failed_imports=False)
 d, h, f = 32, 4, 64
@@ -45,7 +45,7 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=1),
     checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=-1),
-    finite_loss=dict(type='FiniteLossHook'),
+    divergence_guard=dict(type='DivergenceGuardHook'),
     reseed=dict(type='EpochReseedHook'))
 log_processor = dict(window_size=1)
 randomness = dict(seed=0, deterministic=True)

@@ -92,7 +92,7 @@ def max_abs_diff(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor]) -> floa
 TOY_CONFIG = '''
 default_scope = 'mmdet'
 custom_imports = dict(
-    imports=['mmdet_ddetr', 'mmdet_ddetr.engine.safe_checkpoint_loading', 'tests.engine._toy',
+    imports=['mmdet_ddetr', 'tests.engine._toy',
              'tests.engine._faults'],
     allow_failed_imports=False)
 model = dict(type='ToyRegressor', nan_at={nan_at}, dropout={dropout})
@@ -110,7 +110,7 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='{ckpt_hook}', interval=1, max_keep_ckpts={max_keep}),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    finite_loss=dict(type='FiniteLossHook'),
+    divergence_guard=dict(type='DivergenceGuardHook'),
     reseed=dict(type='EpochReseedHook'))
 custom_hooks = {custom_hooks}
 randomness = dict(seed=0, deterministic=True)

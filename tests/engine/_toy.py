@@ -40,7 +40,7 @@ class ToyRegressor(BaseModel):
 
     Args:
         nan_at: Make ``loss_l1`` NaN and ``d1.loss_aux`` inf at this 1-based training forward
-            call (0: never), to exercise ``FiniteLossHook``.
+            call (0: never), to exercise ``DivergenceGuardHook``.
     """
 
     def __init__(self, nan_at: int = 0, dropout: float = 0.3) -> None:

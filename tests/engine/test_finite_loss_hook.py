@@ -41,7 +41,7 @@ def test_interval_and_bad_arguments():
     hook.after_train_iter(fake_runner(3), 3, outputs={'loss': torch.tensor(float('nan'))})
     with pytest.raises(NonFiniteLossError):
         hook.after_train_iter(fake_runner(4), 4, outputs={'loss': torch.tensor(float('nan'))})
-    with pytest.raises(ValueError, match='positive int'):
+    with pytest.raises(ValueError, match='interval must be an int >= 1'):
         FiniteLossHook(interval=0)
 
 

@@ -53,7 +53,7 @@ def test_runner_save_checkpoint_signature():
 def test_hooks_read_no_private_runner_attributes():
     import mmdet_ddetr.engine.hooks as hooks
     for module in (hooks.atomic_checkpoint_hook, hooks.epoch_reseed_hook,
-                   hooks.finite_loss_hook):
+                   hooks.divergence_guard_hook):
         source = inspect.getsource(module)
         for private in ('runner._', "runner, '_"):
             assert private not in source, f'{module.__name__} reads {private}...'

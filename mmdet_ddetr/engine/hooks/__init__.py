@@ -1,9 +1,11 @@
 """Training hooks, registered into mmdet.registry.HOOKS on import."""
 from .atomic_checkpoint_hook import AtomicCheckpointHook, atomic_replace, is_complete_checkpoint
 from .epoch_reseed_hook import EpochReseedHook
-from .finite_loss_hook import FiniteLossHook, NonFiniteLossError
+from .divergence_guard_hook import (DivergenceError, DivergenceGuardHook, FiniteLossHook,
+                                    NonFiniteLossError, NonFiniteStateError)
 
 __all__ = [
-    'AtomicCheckpointHook', 'EpochReseedHook', 'FiniteLossHook', 'NonFiniteLossError',
-    'atomic_replace', 'is_complete_checkpoint'
+    'AtomicCheckpointHook', 'DivergenceError', 'DivergenceGuardHook', 'EpochReseedHook',
+    'FiniteLossHook', 'NonFiniteLossError', 'NonFiniteStateError', 'atomic_replace',
+    'is_complete_checkpoint'
 ]

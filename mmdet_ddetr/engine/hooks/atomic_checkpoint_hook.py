@@ -6,7 +6,7 @@ import os
 import os.path as osp
 import re
 import zipfile
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from mmengine.dist import barrier, is_main_process
 from mmengine.fileio import FileClient, LocalBackend
@@ -15,7 +15,8 @@ from mmdet.registry import HOOKS
 
 from mmdet_ddetr.utils.atomic_io import atomic_open, fsync_dir
 
-__all__ = ['AtomicCheckpointHook', 'atomic_replace', 'is_complete_checkpoint']
+__all__ = ['AtomicCheckpointHook', 'CheckpointOverwriteError', 'atomic_replace',
+           'is_complete_checkpoint']
 
 # Suffix of in-progress files. They start with '.', so neither `ls` nor a glob such as
 # 'epoch_*.pth' (what users pass to --resume / load_from by hand) ever shows them.
@@ -66,6 +67,10 @@ def is_complete_checkpoint(path: str) -> bool:
         return False
 
 
+class CheckpointOverwriteError(RuntimeError):
+    """Saving would replace a checkpoint that this run did not write."""
+
+
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """``CheckpointHook`` that never lets a kill leave a file that resume picks up.
@@ -79,10 +84,17 @@ class AtomicCheckpointHook(CheckpointHook):
     * with ``max_keep_ckpts`` the oldest checkpoint is deleted *after* the new one is in place
       (MMEngine deletes it first, so a kill during the next save leaves ``last_checkpoint``
       pointing at a deleted file);
+    * a failed save (full disk, I/O error) removes its partial file at once; saving needs room
+      for one checkpoint more than are kept;
     * before an auto-resume (``--resume`` without a path: ``resume=True`` and no ``load_from``
-      in the Runner's config) a ``last_checkpoint`` that names a missing or truncated file --
-      e.g. written by the stock hook before a crash -- is pointed back at the newest complete
-      checkpoint, with a warning, and leftover ``*.partial`` files are removed.
+      in the Runner's config) a ``last_checkpoint`` that names a missing or truncated file is
+      repaired: a work dir that was moved (the pointer names the old absolute path) resumes
+      from the same file in the work dir, a crash during a save by the stock hook from the
+      newest complete checkpoint; only when there is none does training start from scratch,
+      with a warning. Leftover ``*.partial`` files are removed;
+    * a run never overwrites a checkpoint it did not write: when training starts (fresh or
+      resumed at step N), a checkpoint of a later step already in the output directory is a
+      :class:`CheckpointOverwriteError` naming the file.
 
     Only local output directories are written atomically; for other backends (object stores,
     whose uploads are all-or-nothing anyway) the hook behaves like ``CheckpointHook``.
@@ -111,16 +123,23 @@ class AtomicCheckpointHook(CheckpointHook):
         local = self._is_local()
         tmp_name = f'.{filename}{PARTIAL_SUFFIX}' if local else filename
         # Runner.save_checkpoint is master_only: on other ranks this is a no-op.
-        runner.save_checkpoint(
-            self.out_dir,
-            tmp_name,
-            self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler,
-            meta=meta,
-            by_epoch=self.by_epoch,
-            backend_args=self.backend_args,
-            **self.args)
+        try:
+            runner.save_checkpoint(
+                self.out_dir,
+                tmp_name,
+                self.file_client_args,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler,
+                meta=meta,
+                by_epoch=self.by_epoch,
+                backend_args=self.backend_args,
+                **self.args)
+        except BaseException:
+            # A full disk or a refused state (DivergenceGuardHook) leaves nothing behind.
+            partial = osp.join(self.out_dir, tmp_name)
+            if local and osp.lexists(partial):
+                os.remove(partial)
+            raise
         if local and is_main_process():
             atomic_replace(osp.join(self.out_dir, tmp_name), final_path)
         return final_path
@@ -132,15 +151,16 @@ class AtomicCheckpointHook(CheckpointHook):
         elif self.file_backend.isdir(path):  # deepspeed-style checkpoint directories
             self.file_backend.rmtree(path)
 
-    def _checkpoint_candidates(self, directory: str) -> List[str]:
-        """Complete checkpoints in ``directory`` named by ``filename_tmpl``, oldest first."""
+    def _checkpoint_candidates(self, directory: str) -> List[Tuple[int, str]]:
+        """(step, path) of the complete checkpoints in ``directory`` named by
+        ``filename_tmpl``, oldest first."""
         pattern = re.escape(self.filename_tmpl).replace(re.escape('{}'), r'(\d+)')
         found = []
         for path in glob.glob(osp.join(directory, '*')):
             m = re.fullmatch(pattern, osp.basename(path))
             if m and is_complete_checkpoint(path):
                 found.append((int(m.group(1)), path))
-        return [p for _, p in sorted(found)]
+        return sorted(found)
 
     # ------------------------------------------------------------------ hooks
     def before_run(self, runner) -> None:
@@ -155,13 +175,26 @@ class AtomicCheckpointHook(CheckpointHook):
         barrier()
 
     def before_train(self, runner) -> None:
-        """Resolve the output directory, then drop ``*.partial`` files of killed runs."""
+        """Resolve the output directory, drop ``*.partial`` files of killed runs, and refuse
+        to start where a later checkpoint of another run would be overwritten."""
         super().before_train(runner)
         if self._is_local() and is_main_process():
             for stale in glob.glob(osp.join(self.out_dir, f'.*{PARTIAL_SUFFIX}')):
                 # Never complete and never named by last_checkpoint: safe to delete.
                 runner.logger.warning(f'Removing incomplete checkpoint file {stale}')
                 os.remove(stale)
+            self._refuse_overwrites(runner)
+
+    def _refuse_overwrites(self, runner) -> None:
+        start = runner.epoch if self.by_epoch else runner.iter
+        later = [path for step, path in self._checkpoint_candidates(self.out_dir) if step > start]
+        if later:
+            unit = 'epoch' if self.by_epoch else 'iteration'
+            raise CheckpointOverwriteError(
+                f'{later[0]} already exists and this run, starting at {unit} {start}, would '
+                f'overwrite it: it belongs to another run (or to a later point of this one). '
+                f'Resume the run that wrote it (--resume), or train into another --work-dir, '
+                f'or move the old checkpoints away ({len(later)} file(s) after {unit} {start}).')
 
     def _repair_last_checkpoint(self, runner) -> None:
         pointer = osp.join(runner.work_dir, 'last_checkpoint')
@@ -172,13 +205,22 @@ class AtomicCheckpointHook(CheckpointHook):
         if target and ('://' in target or osp.isdir(target)
                        or is_complete_checkpoint(target)):
             return  # fine, or not a local file we can judge (remote URI, deepspeed dir)
+        moved = osp.join(runner.work_dir, osp.basename(target)) if target else ''
+        if moved and not osp.exists(target) and is_complete_checkpoint(moved):
+            runner.logger.warning(
+                f'{pointer} names {target!r}, which does not exist: the work dir was moved; '
+                f'resuming from {moved}.')
+            atomic_write_text(pointer, moved)
+            return
         directory = osp.dirname(target) if target else ''
-        candidates = self._checkpoint_candidates(directory or runner.work_dir)
+        if not directory or not osp.isdir(directory):
+            directory = runner.work_dir
+        candidates = self._checkpoint_candidates(directory)
         if candidates:
             runner.logger.warning(
                 f'{pointer} names {target!r}, which is missing or incomplete (a run was '
-                f'probably killed while saving); resuming from {candidates[-1]} instead.')
-            atomic_write_text(pointer, candidates[-1])
+                f'probably killed while saving); resuming from {candidates[-1][1]} instead.')
+            atomic_write_text(pointer, candidates[-1][1])
         else:
             runner.logger.warning(
                 f'{pointer} names {target!r}, which is missing or incomplete, and no complete '

@@ -14,11 +14,11 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 from ..layers.ms_deform_attn import MSDeformAttention
-from ..utils import build_module, valid_ratio
+from ..utils import WeightsFitMixin, build_module, valid_ratio
 
 
 @MODELS.register_module()
-class DDETR(DetectionTransformer):
+class DDETR(WeightsFitMixin, DetectionTransformer):
     """Deformable DETR detector.
 
     Pipeline (each stage returns a dict, as in mmdet 3.x):
@@ -115,7 +115,9 @@ class DDETR(DetectionTransformer):
         if self.decoder.embed_dims != self.embed_dims:
             raise ValueError(f'encoder ({self.embed_dims}) and decoder '
                              f'({self.decoder.embed_dims}) embed_dims differ')
-        self.level_embed = nn.Parameter(torch.empty(self.num_feature_levels, self.embed_dims))
+        # Zeros until init_weights draws them: a model that is never initialised (mmdet's
+        # init_detector) stays finite, and the draw order of the official init is unchanged.
+        self.level_embed = nn.Parameter(torch.zeros(self.num_feature_levels, self.embed_dims))
         if self.as_two_stage:
             self.proposal_generator = build_module(
                 self.proposal_generator_cfg, 'DDETRProposalGenerator',

@@ -29,7 +29,7 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import OptConfigType
 
 from ..layers.efficient import LeanDetrTransformerDecoderLayer
-from ..utils import build_module
+from ..utils import WeightsFitMixin, build_module
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
 
@@ -242,7 +242,7 @@ class SMCADecoderBase(DetrTransformerDecoder):
         return self.post_norm(query).unsqueeze(0), centre_logits
 
 
-class SMCADETRBase(DETR):
+class SMCADETRBase(WeightsFitMixin, DETR):
     """DETR with SMCA's encoder, decoder and object queries.
 
     Official query layout: ``num_queries x embed_dims`` positional queries; the content starts

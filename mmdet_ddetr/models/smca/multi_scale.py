@@ -249,7 +249,8 @@ class SMCAMultiScaleDETR(SMCADETRBase):
         if self.decoder.num_scales != self.num_feature_levels:
             raise ValueError(f'the decoder has {self.decoder.num_scales} scales but '
                              f'num_feature_levels={self.num_feature_levels}')
-        self.level_embed = nn.Parameter(torch.empty(self.num_feature_levels, self.embed_dims))
+        # Zeros until init_weights draws them (a model never initialised stays finite).
+        self.level_embed = nn.Parameter(torch.zeros(self.num_feature_levels, self.embed_dims))
 
     def init_weights(self) -> None:
         """SMCA init plus a small normal init of the level embedding (breaks the symmetry

@@ -6,8 +6,11 @@ from .fast_dropout import FastDropout, use_fast_dropout
 from .layer_parts import add_ffn_and_norms
 from .masks import valid_ratio
 from .torch_default_init import TorchDefaultInit
+from .weights_fit import (WeightsFitMixin, WeightsMismatchError, compare_weights,
+                          weights_loading_mode)
 
 __all__ = [
     'build_module', 'FastDropout', 'use_fast_dropout', 'add_ffn_and_norms', 'valid_ratio',
-    'TorchDefaultInit'
+    'TorchDefaultInit', 'WeightsFitMixin', 'WeightsMismatchError', 'compare_weights',
+    'weights_loading_mode'
 ]
