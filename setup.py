@@ -32,16 +32,21 @@ def read_requirements(name: str) -> list:
                 if line.split('#')[0].strip()]
 
 
+# What `mim` looks up under <pkg>/.mim: `mim train mmdet_ddetr CONFIG` runs
+# `.mim/tools/train.py` on `.mim/configs/...`; `mim search` / `mim list` and mmengine's
+# inferencers read `.mim/model-index.yml`, whose metafiles name configs relative to `.mim`.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
+
+
 def link_mim_files() -> None:
-    """Expose configs/ and tools/ under mmdet_ddetr/.mim, the layout `mim` looks up
-    (`mim train mmdet_ddetr CONFIG` runs `<pkg>/.mim/tools/train.py`).
+    """Expose MIM_FILES under mmdet_ddetr/.mim as links to the checkout's files.
 
     A wheel build copies them into the wheel; an editable install leaves them in the checkout,
     where tools/misc/link_package_for_mim.py makes mim find them.
     """
     mim_dir = osp.join(ROOT, 'mmdet_ddetr', '.mim')
     os.makedirs(mim_dir, exist_ok=True)
-    for name in ('configs', 'tools'):
+    for name in MIM_FILES:
         dst = osp.join(mim_dir, name)
         if osp.islink(dst) or osp.isfile(dst):
             os.remove(dst)
@@ -58,7 +63,8 @@ if __name__ == '__main__':
         description='Deformable DETR and SMCA-DETR for MMDetection 3.x',
         packages=find_packages(exclude=('configs', 'tools', 'tests')),
         include_package_data=True,
-        package_data={'mmdet_ddetr': ['.mim/configs/**/*', '.mim/tools/**/*']},
+        package_data={'mmdet_ddetr': ['.mim/configs/**/*', '.mim/tools/**/*',
+                                     '.mim/model-index.yml']},
         python_requires='>=3.8',
         install_requires=read_requirements('runtime.txt'),
         extras_require=STACK_EXTRAS,

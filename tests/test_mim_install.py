@@ -1,4 +1,4 @@
-"""`mim train/test/run mmdet_ddetr ...` after the README install of a fresh clone.
+"""`mim train/test/run/search mmdet_ddetr ...` after the README install of a fresh clone.
 
 The README install (`make install`) of a copy of this working tree into a new virtual env --
 what a new user gets -- then mim is run from a directory outside the checkout on a tiny
@@ -98,6 +98,11 @@ def test_mim_train_test_run_from_another_directory(tmp_path):
     run([mim, 'run', 'mmdet_ddetr', 'generate_synthetic_dataset', '--out', str(tmp_path / 'run'),
          '--num-train', '1', '--num-val', '1', '--quiet'], cwd=elsewhere, timeout=300)
     assert (tmp_path / 'run' / 'annotations' / 'val.json').is_file()
+
+    # mim search / list read the install's .mim/model-index.yml (docs/model_index.md).
+    out = run([mim, 'search', 'mmdet_ddetr', '--valid-config'], cwd=elsewhere, timeout=300)
+    assert f"'{CONFIG[:-3]}'" in out and "'smca-detr_r50_8xb2-50e_coco'" in out
+    assert 'mmdet-ddetr' in run([mim, 'list'], cwd=elsewhere, timeout=300)
 
     # `pip uninstall` takes everything the install added, mim's link included.
     site = run([str(venv / 'bin' / 'python'), '-c',

@@ -11,7 +11,8 @@ writes that metadata to site-packages and imports the package through an import 
 codebase mmdet_ddetr" from every directory.
 
 What: ``site-packages/mmdet_ddetr`` becomes a symbolic link to the checkout's package folder,
-whose ``.mim/configs`` and ``.mim/tools`` link to ``configs/`` and ``tools/`` (made by setup.py).
+whose ``.mim/configs``, ``.mim/tools`` and ``.mim/model-index.yml`` link to the checkout's
+(made by setup.py, or here for an env installed before an entry existed).
 Imports then find the package through the link -- the same files the import hook maps -- and
 mim finds the configs and tools. The link is added to the distribution's RECORD, the list of
 installed files that ``pip uninstall`` removes, so uninstalling removes it with the rest. A
@@ -23,6 +24,7 @@ import io
 import json
 import os
 import os.path as osp
+import runpy
 import sys
 from importlib import metadata
 from urllib.parse import unquote, urlparse
@@ -76,6 +78,35 @@ def add_to_record(record: str, path: str) -> None:
         f.write(text + row.getvalue())
 
 
+def link_mim_files(source: str, check_only: bool = False) -> None:
+    """Make the checkout's ``mmdet_ddetr/.mim`` hold every entry of setup.py's ``MIM_FILES``.
+
+    setup.py links them on ``pip install -e .``; an env installed before an entry was added
+    (e.g. ``model-index.yml``, which ``mim search`` reads) gets it here, from setup.py's own
+    ``link_mim_files`` (``make install`` on a complete env runs only this script).
+
+    Raises:
+        LinkError: If ``check_only`` and an entry is missing, or an entry is still missing
+            after linking (its source is not in the checkout).
+    """
+    setup_py = osp.join(source, 'setup.py')
+    setup = runpy.run_path(setup_py)  # `setup()` itself runs only as __main__
+    if 'MIM_FILES' not in setup:
+        raise LinkError(f'{setup_py} predates this script (no MIM_FILES): update {source}, '
+                        'the checkout this env is installed from, and run `make install` there')
+    mim_dir = osp.join(source, PACKAGE, '.mim')
+    missing = [name for name in setup['MIM_FILES'] if not osp.exists(osp.join(mim_dir, name))]
+    if not missing:
+        return
+    if check_only:
+        raise LinkError(f'{mim_dir} lacks {", ".join(missing)}: run `make install`')
+    setup['link_mim_files']()
+    missing = [name for name in missing if not osp.exists(osp.join(mim_dir, name))]
+    if missing:
+        raise LinkError(f'{source} has no {", ".join(missing)} for {mim_dir} to link to; '
+                        'is it a complete checkout?')
+
+
 def link_package(check_only: bool = False) -> str:
     """Make ``<site-packages>/mmdet_ddetr`` lead to the installed checkout's package.
 
@@ -86,8 +117,9 @@ def link_package(check_only: bool = False) -> str:
         A one-line description of the state.
 
     Raises:
-        LinkError: If the package is not installed, the checkout lacks ``.mim``, something
-            other than our link occupies the path, or (``check_only``) the link is missing.
+        LinkError: If the package is not installed, the checkout lacks a ``.mim`` entry that
+            cannot be linked, something other than our link occupies the path, or
+            (``check_only``) the link or a ``.mim`` entry is missing.
     """
     try:
         dist = metadata.distribution(DIST_NAME)
@@ -97,10 +129,7 @@ def link_package(check_only: bool = False) -> str:
     if not source:
         return f'{DIST_NAME} is a regular install: mim uses its own mmdet_ddetr/.mim'
     package_dir = osp.join(source, PACKAGE)
-    for name in ('configs', 'tools'):
-        if not osp.isdir(osp.join(package_dir, '.mim', name)):
-            raise LinkError(f'{package_dir}/.mim/{name} is missing; setup.py creates it: '
-                            're-run `pip install --no-deps -e .` in the checkout')
+    link_mim_files(source, check_only)
     site_dir = str(dist.locate_file(''))
     link = osp.join(site_dir, PACKAGE)
     if osp.isdir(link) and not osp.islink(link) and osp.samefile(link, package_dir):
