@@ -2,10 +2,11 @@
 
 mmengine's :class:`~mmengine.analysis.FlopAnalyzer` traces the model with ``torch.jit`` and
 counts every traced op it has a handle for; like fvcore (which the DETR / Deformable DETR papers
-used) it counts **one multiply-add as one FLOP**. Out of the box it cannot see the core of
-multi-scale deformable attention (MSDA): on CUDA the op is an opaque autograd function, and on
-the CPU path only the ``grid_sample`` calls are visible while the attention-weighted sum is
-ignored. This module makes the op visible as *one* traced node and counts it explicitly.
+used) it counts **one multiply-add as one FLOP**. The core of multi-scale deformable attention
+(MSDA) traces as one node, our operator ``mmdet_ddetr::ms_deform_attn`` (on every device), for
+which mmengine has no handle. :mod:`.msda_flops` defines the handle and registers it in
+mmengine's default table when the op is defined, so mmdet's ``get_flops.py`` counts it as well;
+:func:`count_flops` also sets it explicitly.
 
 Counting rule (Deformable DETR, appendix A.1): for every query, head, level and sampling point,
 bilinear interpolation reads 4 neighbouring values of a ``head_dim`` vector (4 x ``head_dim``
@@ -17,128 +18,30 @@ accumulates it (``head_dim`` multiply-adds)::
 
 The four ``nn.Linear`` layers of the module (``value_proj``, ``sampling_offsets``,
 ``attention_weights``, ``output_proj``) run outside the op and are counted once by mmengine's
-``aten::linear`` handle; the op node replaces the sampling only, so nothing is counted twice.
+``aten::linear`` handle; the ``grid_sample`` calls inside the op are not traced, so nothing is
+counted twice.
 Softmax, additions and the computation of sampling locations are element-wise and, as in
 fvcore, not counted.
 """
-import contextlib
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.analysis import FlopAnalyzer
-from mmengine.analysis.jit_handles import get_shape
 from mmengine.logging import MMLogger
 from torch import Tensor, nn
 
 from mmdet.structures import DetDataSample
 
 from ..models.layers.ms_deform_attn import MSDeformAttention
-
-#: Multiply-adds per interpolated channel: 4 bilinear taps.
-BILINEAR_TAPS = 4
-#: Name of the traced node of our counting wrapper (``prim::PythonOp.<Function class name>``).
-MSDA_OP = 'prim::PythonOp.MSDASamplingOp'
-#: mmcv's CUDA autograd function, in case a model is traced on a GPU without our wrapper.
-MMCV_MSDA_OP = 'prim::PythonOp.MultiScaleDeformableAttnFunction'
-
-
-def msda_sampling_flops(batch: int, num_query: int, num_heads: int, num_levels: int,
-                        num_points: int, head_dim: int) -> int:
-    """Multiply-adds of MSDA's sampling and weighting (the Linear layers excluded).
-
-    Args:
-        batch: Images in the batch.
-        num_query: Queries (encoder tokens or decoder queries).
-        num_heads: Attention heads.
-        num_levels: Feature levels sampled.
-        num_points: Sampling points per head and level.
-        head_dim: Channels per head (``embed_dims // num_heads``).
-
-    Returns:
-        int: ``batch * num_query * num_heads * num_levels * num_points * head_dim * 5``.
-    """
-    return (batch * num_query * num_heads * num_levels * num_points * head_dim *
-            (BILINEAR_TAPS + 1))
-
-
-def msda_flop_handle(inputs: List[Any], outputs: List[Any]) -> int:
-    """FlopAnalyzer handle for the MSDA sampling node (ours or mmcv's CUDA function).
-
-    The node's tensor inputs are recognised by rank, which both op signatures share:
-    ``value`` (bs, num_value, heads, head_dim) and ``sampling_locations``
-    (bs, num_query, heads, levels, points, 2).
-    """
-    value_shape = loc_shape = None
-    for val in inputs:
-        shape = get_shape(val) if hasattr(val, 'isCompleteTensor') else None
-        if shape is None:
-            continue
-        if len(shape) == 4 and value_shape is None:
-            value_shape = shape
-        elif len(shape) == 6 and shape[-1] == 2:
-            loc_shape = shape
-    if value_shape is None or loc_shape is None:
-        raise RuntimeError('cannot read the MSDA input shapes from the traced node; '
-                           f'got {[get_shape(v) for v in inputs if hasattr(v, "type")]}')
-    bs, num_query, num_heads, num_levels, num_points, _ = loc_shape
-    return msda_sampling_flops(bs, num_query, num_heads, num_levels, num_points,
-                               value_shape[-1])
+from .msda_flops import BILINEAR_TAPS, MSDA_OPS, msda_flop_handle, msda_sampling_flops
 
 
 def _zero_flops(inputs: List[Any], outputs: List[Any]) -> int:
     """Handle that counts nothing."""
     return 0
-
-
-class MSDASamplingOp(torch.autograd.Function):
-    """Runs a module's own sampling, but traces as a single ``prim::PythonOp`` node.
-
-    Only used while counting (under ``torch.no_grad``); it has no backward on purpose.
-    """
-
-    @staticmethod
-    def forward(ctx, value: Tensor, sampling_locations: Tensor, attention_weights: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor, sample_fn: Any) -> Tensor:
-        return sample_fn(value, spatial_shapes, level_start_index, sampling_locations,
-                         attention_weights)
-
-
-@contextlib.contextmanager
-def msda_as_single_op(model: nn.Module) -> Iterator[int]:
-    """Within the context every :class:`MSDeformAttention` samples through
-    :class:`MSDASamplingOp`, so that a trace shows one node per call.
-
-    The substitution is per instance (the class is untouched) and undone on exit; the outputs
-    are bit-identical because the wrapper calls the module's own sampling method.
-
-    Yields:
-        int: Number of patched modules.
-    """
-    patched = []
-    for module in model.modules():
-        if not isinstance(module, MSDeformAttention):
-            continue
-        original = module._deform_sample
-
-        def counted(value, spatial_shapes, level_start_index, sampling_locations,
-                    attention_weights, spatial_shape_list=None, _orig=original):
-            def sample(v, ss, lsi, loc, w):
-                return _orig(v, ss, lsi, loc, w, spatial_shape_list)
-
-            return MSDASamplingOp.apply(value, sampling_locations, attention_weights,
-                                        spatial_shapes, level_start_index, sample)
-
-        module._deform_sample = counted
-        patched.append(module)
-    try:
-        yield len(patched)
-    finally:
-        for module in patched:
-            # Removing the instance attribute exposes the class method again.
-            del module._deform_sample
 
 
 class TensorForward(nn.Module):
@@ -184,7 +87,7 @@ class FlopsReport:
         shape: (H, W) input size.
         total: All counted FLOPs.
         by_part: FLOPs per top-level part (:data:`PARTS` plus ``other``).
-        by_op: FLOPs per op kind (``linear``, ``_convolution``, ``MSDASamplingOp``, ...).
+        by_op: FLOPs per op kind (``linear``, ``_convolution``, ``ms_deform_attn``, ...).
         msda: FLOPs of the deformable sampling alone (part of ``total``).
         msda_calls: Traced MSDA sampling nodes.
         params: Parameters of the model.
@@ -236,10 +139,12 @@ def count_flops(detector: nn.Module, height: int, width: int,
     # the uncounted ops instead.
     logger.setLevel(logging.ERROR)
     try:
-        with msda_as_single_op(detector), torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter('ignore')  # tracer warnings about Python ints
             analyzer = FlopAnalyzer(wrapper, (inputs, ))
-            analyzer.set_op_handle(**{MSDA_OP: msda_flop_handle, MMCV_MSDA_OP: msda_flop_handle})
+            # Also registered as a default on import (what mmdet's tool relies on); set here
+            # too so that this count never depends on that registration.
+            analyzer.set_op_handle(**{op: msda_flop_handle for op in MSDA_OPS})
             if not count_batchnorm:
                 # A None handle would only add the op to the ignored set while the default
                 # handle stays active; a zero handle really turns it off.
@@ -258,8 +163,8 @@ def count_flops(detector: nn.Module, height: int, width: int,
         by_part[part] = int(by_module.get(f'detector.{part}', 0))
     by_part['other'] = total - sum(by_part.values())
     # mmengine reports op kinds without their namespace ('prim::PythonOp.X' -> 'PythonOp.X').
-    msda = sum(v for k, v in by_op.items()
-               if k.endswith(('MSDASamplingOp', 'MultiScaleDeformableAttnFunction')))
+    msda_kinds = {op.split('::', 1)[1] for op in MSDA_OPS}
+    msda = sum(v for k, v in by_op.items() if k in msda_kinds)
     msda_calls = sum(1 for m in detector.modules() if isinstance(m, MSDeformAttention))
     params = sum(p.numel() for p in detector.parameters())
     return FlopsReport(shape=(height, width), total=total, by_part=by_part, by_op=by_op,
@@ -336,7 +241,7 @@ def gflops(value: float) -> str:
 
 
 __all__ = [
-    'BILINEAR_TAPS', 'MSDA_OP', 'MMCV_MSDA_OP', 'msda_sampling_flops', 'msda_flop_handle',
-    'MSDASamplingOp', 'msda_as_single_op', 'TensorForward', 'dummy_inputs', 'FlopsReport',
-    'count_flops', 'resized_shape', 'average_report', 'expected_msda_flops', 'gflops', 'PARTS'
+    'BILINEAR_TAPS', 'MSDA_OPS', 'msda_sampling_flops', 'msda_flop_handle', 'TensorForward',
+    'dummy_inputs', 'FlopsReport', 'count_flops', 'resized_shape', 'average_report',
+    'expected_msda_flops', 'gflops', 'PARTS'
 ]

@@ -32,6 +32,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..analysis.msda_flops import register_flop_handles
 from .ms_deform_corners import ms_deform_sample_corners
 from .ms_deform_sampling import ms_deform_sample, ms_deform_sample_backward
 
@@ -245,6 +246,13 @@ def export_decompositions() -> dict:
     """Decomposition table entry for :meth:`torch.export.ExportedProgram.run_decompositions`."""
     return {torch.ops.mmdet_ddetr.ms_deform_attn.default: ms_deform_attn_decomposition}
 
+
+# ------------------------------------------------------------------------------ FLOP counting
+# Without a handle mmengine's FlopAnalyzer counts the op as 0. Registering it where the op is
+# defined reaches every tool that imports our package, also one that does so only through a
+# config's custom_imports (mmdet's get_flops.py). mmengine.analysis costs a few ms on top of
+# what importing the models already loads.
+register_flop_handles()
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_forward', 'ms_deform_attn_backward',
            'safe_im2col_step', 'level_shapes', 'ms_deform_attn_decomposition',
