@@ -83,3 +83,20 @@ class RecordLossHook(Hook):
         row['iter'] = runner.iter + 1
         with open(os.path.join(self.out_dir, f'losses_rank{get_rank()}.jsonl'), 'a') as f:
             f.write(json.dumps(row) + '\n')
+
+
+@HOOKS.register_module()
+class PoisonWeightsHook(Hook):
+    """After training iteration ``at`` (1-based), put a NaN into one weight without touching
+    the loss of that iteration: the weights diverged, the logged loss did not (yet)."""
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 == self.at:
+            model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float('nan')

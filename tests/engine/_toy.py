@@ -11,6 +11,7 @@ from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
 from mmdet.registry import DATASETS, MODELS
+from mmdet_ddetr.models.utils import WeightsFitMixin
 
 DIM = 8
 
@@ -35,18 +36,21 @@ class ToyRegressionDataset(Dataset):
 
 
 @MODELS.register_module()
-class ToyRegressor(BaseModel):
+class ToyRegressor(WeightsFitMixin, BaseModel):
     """MLP with dropout (so that resume exactness depends on the random generators).
 
     Args:
         nan_at: Make ``loss_l1`` NaN and ``d1.loss_aux`` inf at this 1-based training forward
             call (0: never), to exercise ``DivergenceGuardHook``.
+        hidden: Width of the hidden layer (another width is another model).
+
+    Its weights are checked on loading like our detectors' (``WeightsFitMixin``).
     """
 
-    def __init__(self, nan_at: int = 0, dropout: float = 0.3) -> None:
+    def __init__(self, nan_at: int = 0, dropout: float = 0.3, hidden: int = 16) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(DIM, 16), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(16, 1))
+        self.net = nn.Sequential(nn.Linear(DIM, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, 1))
         self.nan_at = nan_at
         self.calls = 0
 
