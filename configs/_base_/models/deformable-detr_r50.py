@@ -1,9 +1,11 @@
 # Deformable DETR, multi-scale (C3-C5 + one stride-2 extra level), paper defaults.
 # Variants switch `with_box_refine` / `as_two_stage` / `num_feature_levels` (see configs/deformable_detr/).
 # safe_checkpoint_loading makes --resume / load_from load Runner checkpoints weights-only under
-# torch >= 2.6 (docs/troubleshooting.md).
+# torch >= 2.6 (docs/troubleshooting.md); datasets.synthetic_coco registers the synthetic
+# configs' dataset type.
 custom_imports = dict(
-    imports=['mmdet_ddetr', 'mmdet_ddetr.engine.safe_checkpoint_loading'],
+    imports=['mmdet_ddetr', 'mmdet_ddetr.engine.safe_checkpoint_loading',
+             'mmdet_ddetr.datasets.synthetic_coco'],
     allow_failed_imports=False)
 
 model = dict(

@@ -2,10 +2,12 @@
 # R50 C5, d=256, 8 heads, 6+6 post-norm layers, FFN 2048, 300 queries, scale type3, beta=8.
 # mmdet_ddetr.models.smca is listed explicitly so that the SMCA types register even where
 # mmdet_ddetr.models does not import it; safe_checkpoint_loading makes --resume / load_from
-# load Runner checkpoints weights-only under torch >= 2.6 (docs/troubleshooting.md).
+# load Runner checkpoints weights-only under torch >= 2.6 (docs/troubleshooting.md);
+# datasets.synthetic_coco registers the synthetic configs' dataset type.
 custom_imports = dict(
     imports=['mmdet_ddetr', 'mmdet_ddetr.models.smca',
-             'mmdet_ddetr.engine.safe_checkpoint_loading'],
+             'mmdet_ddetr.engine.safe_checkpoint_loading',
+             'mmdet_ddetr.datasets.synthetic_coco'],
     allow_failed_imports=False)
 
 embed_dims = 256
