@@ -21,9 +21,11 @@ def check_head_type(detector: str, bbox_head: dict, expected: type, counterpart:
         counterpart: What to do with the other head instead (e.g. mmdet's detector for it).
     """
     head_type = bbox_head.get('type')
+    if head_type is None:
+        return  # the registry's own error names it
     head_cls = head_type if isinstance(head_type, type) else MODELS.get(head_type)
     if head_cls is None or issubclass(head_cls, expected):
-        return  # no or unknown type: the registry's own error names it
+        return  # unknown names too: the registry's own error names them
     raise TypeError(
         f"{detector} needs bbox_head=dict(type='{expected.__name__}', ...) (or a subclass); "
         f"got '{head_cls.__name__}' from {head_cls.__module__.split('.')[0]}. {counterpart}")
