@@ -14,6 +14,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmdet_ddetr  # noqa: E402,F401  (registers the custom modules even without custom_imports)
+from mmdet_ddetr.datasets.data_root import load_config  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
 
 
@@ -32,7 +33,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, e.g. test_evaluator.classwise=True')
+        help='override config settings, e.g. test_evaluator.classwise=True; '
+        'data_root=PATH moves every dataset and evaluator path')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the backbone and transformer (dynamic shapes)')
     parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
@@ -69,10 +71,9 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
 def main() -> None:
     args = parse_args()
     setup_cache_size_limit_of_dynamo()
-    cfg = Config.fromfile(args.config)
+    # data_root in --cfg-options moves every dataset and evaluator path, not only the top key.
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

@@ -13,6 +13,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmdet_ddetr  # noqa: E402,F401  (registers the custom modules even without custom_imports)
+from mmdet_ddetr.datasets.data_root import load_config  # noqa: E402
 from mmdet_ddetr.engine import setup_distributed  # noqa: E402
 from mmdet_ddetr.engine.runner import request_compile  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
@@ -33,7 +34,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, e.g. optim_wrapper.optimizer.lr=1e-4; lists as '
-        'key="[a,b]" or key=a,b')
+        'key="[a,b]" or key=a,b; data_root=PATH moves every dataset and evaluator path')
     parser.add_argument('--compile', action='store_true',
                         help='torch.compile the backbone and transformer (dynamic shapes; '
                         'matching, losses and optimizer stay eager)')
@@ -49,10 +50,9 @@ def parse_args() -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Load the config and apply the command-line overrides."""
-    cfg = Config.fromfile(args.config)
+    # data_root in --cfg-options moves every dataset and evaluator path, not only the top key.
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     # Priority: --work-dir > work_dir in the config > ./work_dirs/<config name>.
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir

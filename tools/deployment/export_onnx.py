@@ -11,15 +11,21 @@ normalisation is inside the graph. Outputs ``boxes`` (bs, k, 4) xyxy in input pi
 ``scores`` (bs, k), ``labels`` (bs, k). See :mod:`mmdet_ddetr.deployment.onnx_export`.
 """
 import argparse
+import os
+import os.path as osp
 import sys
 
 from mmdet_ddetr.deployment import (DEFAULT_OPSET, MIN_OPSET, UnsupportedExport,
                                     build_detector, export_onnx, verify_onnx)
+from mmdet_ddetr.deployment.onnx_export import MIN_DYNAMIC_SIDE
 from mmdet_ddetr.utils.cli import checked, positive_int
 
 opset_type = checked(int, 'an integer', lambda v: v >= MIN_OPSET,
                      f'GridSample needs opset >= {MIN_OPSET}')
 side_type = checked(int, 'an integer', lambda v: v >= 32, 'each side must be >= 32 pixels')
+tolerance_type = checked(float, 'a number', lambda v: v > 0, 'expected a number > 0')
+# --verify of a --dynamic export runs at (H + 32, W - 32) to prove the dynamic axes.
+VERIFY_SHIFT = 32
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,12 +43,36 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='dynamic image size (and batch for Deformable DETR models)')
     parser.add_argument('--verify', action='store_true',
                         help='compare ONNX Runtime (CPU) with PyTorch; exit 1 above --tolerance')
-    parser.add_argument('--tolerance', type=float, default=1e-4,
-                        help='max abs difference of boxes and scores for --verify')
+    parser.add_argument('--tolerance', type=tolerance_type, default=1e-4,
+                        help='max abs difference of boxes and scores for --verify (> 0)')
     args = parser.parse_args(argv)
+    check_args(parser, args)
+    return args
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (exit 2) for what would otherwise fail after minutes of building, tracing
+    and exporting: the files, the output folder and the shapes."""
+    if not osp.isfile(args.config):
+        parser.error(f'config file {args.config!r} does not exist')
+    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
+        parser.error(f'--checkpoint {args.checkpoint!r} does not exist')
     if not args.out.endswith('.onnx'):
         parser.error(f'--out must end in .onnx, got {args.out!r}')
-    return args
+    out_dir = osp.dirname(osp.abspath(args.out))
+    if not osp.isdir(out_dir):
+        parser.error(f'--out {args.out!r}: folder {out_dir} does not exist (create it first)')
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        parser.error(f'--out {args.out!r}: folder {out_dir} is not writable')
+    if args.dynamic:
+        height, width = args.shape
+        if min(height, width) < MIN_DYNAMIC_SIDE:
+            parser.error(f'--dynamic with --shape {height} {width}: each side must be '
+                         f'>= {MIN_DYNAMIC_SIDE}')
+        if args.verify and width - VERIFY_SHIFT < MIN_DYNAMIC_SIDE:
+            parser.error(f'--dynamic --verify checks at {height + VERIFY_SHIFT}x'
+                         f'{width - VERIFY_SHIFT}: --shape W must be '
+                         f'>= {MIN_DYNAMIC_SIDE + VERIFY_SHIFT}')
 
 
 def main(argv=None) -> int:
@@ -60,7 +90,7 @@ def main(argv=None) -> int:
     if not args.verify:
         return 0
     # A different input size than the example proves the dynamic axes.
-    verify_shape = (shape[0] + 32, shape[1] - 32) if args.dynamic else shape
+    verify_shape = (shape[0] + VERIFY_SHIFT, shape[1] - VERIFY_SHIFT) if args.dynamic else shape
     result = verify_onnx(detector, args.out, verify_shape, batch_size=args.batch_size,
                          tolerance=args.tolerance)
     print(f'[verify] onnxruntime vs PyTorch at {verify_shape[0]}x{verify_shape[1]}: '

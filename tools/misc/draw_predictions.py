@@ -7,7 +7,9 @@ Example::
 
 The ground truth is looked up by file name in ``--ann-file`` (default: the annotation file of
 the config's test dataset); when found, the picture shows ground truth (left) and predictions
-(right). Small images are upscaled first (``--scale``) so that labels stay readable.
+(right). Small images are upscaled first (``--scale``) so that labels stay readable. An image of
+the config's dataset that is not there fails with the dataset error of the training tools (which
+key to set, how to generate the synthetic data).
 """
 import argparse
 import json
@@ -18,15 +20,17 @@ from typing import Optional
 
 import mmcv
 import torch
+from mmengine.config import Config, DictAction
 from mmengine.structures import InstanceData
 
 import mmdet_ddetr  # noqa: F401  (registers the custom modules)
+from mmdet_ddetr.datasets.data_root import load_config, missing_dataset_message
 from mmdet.apis import inference_detector, init_detector
 from mmdet.registry import VISUALIZERS
 from mmdet.structures import DetDataSample
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw predictions on one image')
     parser.add_argument('config', help='model config file')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -40,12 +44,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--scale', type=float, default=None,
                         help='upscale factor for drawing (default: to about 512 px)')
     parser.add_argument('--device', default='cpu', help='e.g. cpu or cuda:0')
-    return parser.parse_args()
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings; data_root=PATH moves the dataset')
+    return parser.parse_args(argv)
+
+
+def test_dataset(cfg: Config) -> dict:
+    """The config's test dataset dict (empty when it has none)."""
+    return cfg.get('test_dataloader', {}).get('dataset', {})
+
+
+def check_image(cfg: Config, img: str) -> None:
+    """Exit with the dataset error when ``img`` is a missing file of the config's dataset, with
+    'image not found' when it is any other missing file."""
+    if osp.isfile(img):
+        return
+    dataset = test_dataset(cfg)
+    data_root = dataset.get('data_root')
+    if data_root and osp.commonpath([osp.abspath(data_root), osp.abspath(img)]) == \
+            osp.abspath(data_root):
+        sys.exit(missing_dataset_message(
+            img, data_root, synthetic=dataset.get('type') == 'SyntheticCocoDataset'))
+    sys.exit(f'image not found: {img}')
 
 
 def default_ann_file(cfg) -> Optional[str]:
     """The annotation file of the config's test dataset, if it has one."""
-    dataset = cfg.get('test_dataloader', {}).get('dataset', {})
+    dataset = test_dataset(cfg)
     ann_file = dataset.get('ann_file')
     if not ann_file:
         return None
@@ -74,11 +99,13 @@ def load_ground_truth(ann_file: str, img_path: str, classes) -> Optional[Instanc
     return gt
 
 
-def main() -> None:
-    args = parse_args()
-    if not osp.isfile(args.img):
-        sys.exit(f'image not found: {args.img}')
-    model = init_detector(args.config, args.checkpoint, device=args.device)
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    check_image(cfg, args.img)
+    if args.ann_file and not osp.isfile(args.ann_file):
+        sys.exit(f'--ann-file not found: {args.ann_file}')
+    model = init_detector(cfg, args.checkpoint, device=args.device)
     result: DetDataSample = inference_detector(model, args.img)
 
     image = mmcv.imread(args.img, channel_order='rgb')
@@ -94,6 +121,8 @@ def main() -> None:
     gt = None
     if ann_file and osp.isfile(ann_file):
         gt = load_ground_truth(ann_file, args.img, classes)
+    elif ann_file:
+        print(f'ground truth not drawn: {ann_file} does not exist', file=sys.stderr)
     if gt is not None:
         gt.bboxes = gt.bboxes * scale
         sample.gt_instances = gt

@@ -1,6 +1,9 @@
 # COCO 2017 with the DETR-family training augmentation (multi-scale resize, random crop).
 dataset_type = 'CocoDataset'
-data_root = 'data/coco/'
+# Relative to the current directory, as in mmdet. One setting moves every dataloader and
+# evaluator path: --cfg-options data_root=PATH (tools/train.py, tools/test.py, mim) or
+# MMDET_DDETR_DATA_ROOT=PATH (any tool); see mmdet_ddetr/datasets/data_root.py and docs/configs.md.
+data_root = '{{$MMDET_DDETR_DATA_ROOT:data/coco}}/'
 backend_args = None
 
 train_pipeline = [

@@ -10,10 +10,14 @@ from torch.nn import Linear
 from mmdet.models.dense_heads import DeformableDETRHead
 from mmdet.registry import MODELS
 from mmdet.utils import InstanceList, OptInstanceList
+from ..utils.build_checks import check_built_by_detector
 from .official_criterion import OfficialCriterionMixin
 
 
 _HALF = (torch.float16, torch.bfloat16)
+# What DDETR derives from its transformer and always passes (mmdet's DETR does not pass them,
+# mmdet's DeformableDETR not embed_dims: with the 256 default the head would not fit the model).
+DETECTOR_ARGS = ('embed_dims', 'num_pred_layer', 'share_pred_layer', 'as_two_stage')
 
 
 @MODELS.register_module()
@@ -38,6 +42,9 @@ class DDETRHead(OfficialCriterionMixin, DeformableDETRHead):
     """
 
     def __init__(self, *args, enc_cls_channels: Optional[int] = None, **kwargs) -> None:
+        # embed_dims may also come positionally, after num_classes (DETRHead's order)
+        given = list(kwargs) + (['embed_dims'] if len(args) > 1 else [])
+        check_built_by_detector('DDETRHead', 'DDETR', given, DETECTOR_ARGS)
         self.enc_cls_channels = enc_cls_channels
         super().__init__(*args, **kwargs)
 

@@ -13,8 +13,10 @@ from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
+from ..dense_heads.ddetr_head import DDETRHead
 from ..layers.ms_deform_attn import MSDeformAttention
 from ..utils import WeightsFitMixin, build_module, valid_ratio
+from ..utils.build_checks import check_head_type
 
 
 @MODELS.register_module()
@@ -58,6 +60,8 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
         self.as_two_stage = as_two_stage
         self.num_feature_levels = num_feature_levels
         self._check_and_fill_levels(neck, encoder, decoder, num_feature_levels)
+        check_head_type('DDETR', bbox_head, DDETRHead,
+                        "mmdet's DeformableDETRHead goes with mmdet's type='DeformableDETR'.")
         bbox_head = dict(bbox_head)
         for key in ('share_pred_layer', 'num_pred_layer', 'as_two_stage', 'enc_cls_channels'):
             if key in bbox_head:

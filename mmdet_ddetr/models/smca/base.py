@@ -26,12 +26,14 @@ from mmdet.models.detectors import DETR
 from mmdet.models.layers import SinePositionalEncoding
 from mmdet.models.layers.transformer import MLP, DetrTransformerDecoder
 from mmdet.structures import OptSampleList
-from mmdet.utils import OptConfigType
+from mmdet.utils import ConfigType, OptConfigType
 
 from ..layers.efficient import LeanDetrTransformerDecoderLayer
 from ..utils import WeightsFitMixin, build_module
+from ..utils.build_checks import check_head_type
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
+from .smca_head import SMCAHead
 
 
 def check_heads(attn_cfg: Optional[dict], where: str) -> None:
@@ -255,6 +257,11 @@ class SMCADETRBase(WeightsFitMixin, DETR):
 
     default_encoder_type: str
     default_decoder_type: str
+
+    def __init__(self, *args, bbox_head: ConfigType, **kwargs) -> None:
+        check_head_type(type(self).__name__, bbox_head, SMCAHead,
+                        "mmdet's DETRHead goes with mmdet's type='DETR'.")
+        super().__init__(*args, bbox_head=bbox_head, **kwargs)
 
     def _init_layers(self) -> None:
         """Positional encoding, encoder, SMCA decoder and the object queries."""

@@ -41,7 +41,9 @@ class SMCAHead(OfficialCriterionMixin, DETRHead):
         loss_cls = kwargs.get('loss_cls', None)
         if loss_cls is None or not loss_cls.get('use_sigmoid', False):
             raise ValueError('SMCAHead needs a sigmoid classification loss '
-                             "(e.g. dict(type='FocalLoss', use_sigmoid=True))")
+                             "(e.g. dict(type='FocalLoss', use_sigmoid=True)); it is the head "
+                             "of type='SMCADETR' / 'SMCAMultiScaleDETR' (mmdet's DETR uses "
+                             "DETRHead)")
         super().__init__(num_classes=num_classes, **kwargs)
 
     def _init_layers(self) -> None:
