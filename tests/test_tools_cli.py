@@ -149,3 +149,52 @@ def test_train_without_data_names_data_root_and_the_generate_command(tmp_path):
     assert 'dataset not found: data/synthetic/annotations/train.json' in proc.stderr
     assert ('python tools/misc/generate_synthetic_dataset.py --out data/synthetic --seed 0 '
             '--num-train 800 --num-val 100 --img-size 128') in proc.stderr
+
+
+USER_CONFIG = '''
+# A user's own config, as the README tells users to write it: custom_imports names only the
+# package, and mmengine's own Runner runs it (no runner of ours).
+_base_ = '{quickstart}'
+custom_imports = dict(imports=['mmdet_ddetr'], allow_failed_imports=False)
+runner_type = 'Runner'
+'''
+
+
+@pytest.mark.slow
+def test_mmdet_test_tool_with_a_user_config_loads_our_checkpoint_and_refuses_a_foreign_one(
+        tmp_path):
+    """mmdet's own tools/test.py: our training checkpoint (MessageHub logs inside) loads with
+    only `import mmdet_ddetr`; a checkpoint that does not fit is an error, not a mAP."""
+    import mmdet
+    data = tmp_path / 'data'
+    assert _run('--out', str(data), '--num-train', '2', '--num-val', '1', '--img-size', '64',
+                '--quiet').returncode == 0
+    env = _tool_env()
+    env['MMDET_DDETR_DATA_ROOT'] = str(data)
+    workers = [f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader',
+                                                'test_dataloader')
+               for key in ('num_workers=0', 'persistent_workers=False')]
+    train = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'train.py'), QUICKSTART, '--work-dir',
+         str(tmp_path / 'work'), '--cfg-options', 'train_dataloader.batch_size=2',
+         'train_cfg.max_epochs=1', *workers], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600)
+    assert train.returncode == 0, (train.stdout + train.stderr)[-4000:]
+    user = tmp_path / 'my_ddetr.py'
+    user.write_text(USER_CONFIG.format(quickstart=QUICKSTART))
+    mmdet_test = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
+    options = ['--cfg-options', *[w for w in workers if w.startswith('test')]]
+    ok = subprocess.run([sys.executable, mmdet_test, str(user), str(tmp_path / 'work/epoch_1.pth'),
+                         '--work-dir', str(tmp_path / 'test'), *options], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=600)
+    assert ok.returncode == 0, (ok.stdout + ok.stderr)[-4000:]
+    assert 'coco/bbox_mAP' in ok.stdout + ok.stderr
+    # Another model's weights (two-stage keys missing from the plain model's file).
+    import torch
+    foreign = tmp_path / 'foreign.pth'
+    torch.save({'state_dict': {'bbox_head.cls_branches.0.weight': torch.zeros(3, 256)}}, foreign)
+    bad = subprocess.run([sys.executable, mmdet_test, str(user), str(foreign), '--work-dir',
+                          str(tmp_path / 'test2'), *options], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0 and 'WeightsMismatchError' in out and 'coco/bbox_mAP' not in out

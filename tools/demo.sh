@@ -3,7 +3,10 @@
 #   1. generate data/synthetic (skipped when already complete),
 #   2. train the quickstart Deformable DETR (box refinement + two-stage) on the CPU,
 #   3. evaluate the checkpoint with tools/test.py (COCO bbox mAP),
-#   4. draw the predictions on one validation image -> work_dirs/demo/predictions.png.
+#   4. draw the predictions on one validation image -> work_dirs/demo/predictions.png,
+#   5. attention pictures and training curves,
+#   6. publish the checkpoint (weights + config + classes, no training state) and run mmdet's
+#      own DetInferencer on it, from the published file alone.
 # Environment:
 #   VENV=.venv          virtual env to use
 #   DEMO_RETRAIN=1      train from scratch even if work_dirs/demo holds a finished run
@@ -27,14 +30,14 @@ if [ ! -x "$PY" ]; then
   exit 1
 fi
 
-echo "[demo] 1/5 dataset -> $DATA"
+echo "[demo] 1/6 dataset -> $DATA"
 "$PY" tools/misc/generate_synthetic_dataset.py "${GEN_ARGS[@]}"
 
 if [ "${DEMO_RETRAIN:-0}" = 1 ]; then
   rm -rf "$WORK"
 fi
 mkdir -p "$WORK"
-echo "[demo] 2/5 training $CONFIG -> $WORK (CPU: a few minutes)"
+echo "[demo] 2/6 training $CONFIG -> $WORK (CPU: a few minutes)"
 # --resume: continue an interrupted run; a finished one ends at once and is reused.
 start=$(date +%s)
 # Progress: one short line per logged iteration (the full log is in $WORK/train.log).
@@ -50,21 +53,40 @@ if [ -z "$CKPT" ] || [ ! -f "$CKPT" ]; then
   exit 1
 fi
 
-echo "[demo] 3/5 evaluating $CKPT"
+echo "[demo] 3/6 evaluating $CKPT"
 PYTHONUNBUFFERED=1 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" 2>&1 \
   | tee "$WORK/test.log" | grep --line-buffered -E "Average Precision|Average Recall" || true
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "[demo] evaluation failed, see $WORK/test.log" >&2; exit 1; }
 MAP=$(grep -oE "coco/bbox_mAP: [0-9.]+" "$WORK/test.log" | tail -1 | awk '{print $2}')
 
-echo "[demo] 4/5 drawing predictions on $IMG"
+echo "[demo] 4/6 drawing predictions on $IMG"
 "$PY" tools/misc/draw_predictions.py "$CONFIG" "$CKPT" --img "$IMG" \
   --out "$WORK/predictions.png" --score-thr 0.3 --device "${DEMO_DEVICE:-cpu}"
 
-echo "[demo] 5/5 attention pictures and training curves"
+echo "[demo] 5/6 attention pictures and training curves"
 "$PY" tools/analysis_tools/visualize_attention.py "$CONFIG" "$CKPT" --img "$IMG" \
   --out-dir "$WORK/attention" --topk 3 --device "${DEMO_DEVICE:-cpu}"
 "$PY" tools/analysis_tools/plot_logs.py "$WORK" --keys loss loss_cls loss_bbox loss_iou \
   --out "$WORK/curves.png"
+
+echo "[demo] 6/6 publishing the checkpoint and running mmdet's DetInferencer on it"
+rm -f "$WORK"/published-*.pth  # a re-run publishes the (possibly retrained) checkpoint again
+PUBLISHED=$("$PY" tools/model_converters/publish_model.py "$CKPT" "$WORK/published.pth" \
+  | sed -n 's/^published \(.*\.pth\) (.*/\1/p')
+[ -n "$PUBLISHED" ] || { echo "[demo] publishing failed" >&2; exit 1; }
+"$PY" - "$PUBLISHED" "$IMG" <<'PY'
+import sys
+
+from mmdet.apis import DetInferencer  # builds the model from the published file alone
+
+inferencer = DetInferencer(model=None, weights=sys.argv[1], device='cpu', show_progress=False)
+pred = inferencer(sys.argv[2], return_datasamples=True)['predictions'][0].pred_instances
+keep = pred.scores >= 0.3
+classes = inferencer.model.dataset_meta['classes']
+found = ', '.join(f'{classes[int(l)]} {float(s):.2f}' for l, s in
+                  zip(pred.labels[keep], pred.scores[keep]))
+print(f'  DetInferencer(weights={sys.argv[1]}): {int(keep.sum())} objects >= 0.3: {found}')
+PY
 
 cat <<EOF
 
@@ -77,4 +99,5 @@ cat <<EOF
   predictions  $WORK/predictions.png  (left: ground truth, right: predictions, score >= 0.3)
   attention    $WORK/attention/decoder_sampling.png, $WORK/attention/encoder_sampling.png
   curves       $WORK/curves.png
+  published    $PUBLISHED  (DetInferencer(weights=...) / mmdet's image_demo.py IMG FILE work on it)
 EOF
