@@ -100,3 +100,29 @@ class PoisonWeightsHook(Hook):
             model = runner.model.module if hasattr(runner.model, 'module') else runner.model
             with torch.no_grad():
                 next(model.parameters()).view(-1)[0] = float('nan')
+
+
+@HOOKS.register_module()
+class FullDiskCheckpointWriteHook(Hook):
+    """The ``nth`` checkpoint write fails like a full disk: half the bytes land, then
+    ``OSError(ENOSPC)`` (patches ``LocalBackend.put`` in this process only)."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth = nth
+
+    def before_run(self, runner) -> None:
+        import errno
+        original = LocalBackend.put
+        state = dict(count=0)
+        nth = self.nth
+
+        def put(backend, obj, filepath):
+            if str(filepath).endswith(('.pth', '.pth.partial')):
+                state['count'] += 1
+                if state['count'] == nth:
+                    with open(filepath, 'wb') as f:
+                        f.write(obj[:len(obj) // 2])
+                    raise OSError(errno.ENOSPC, 'No space left on device', str(filepath))
+            return original(backend, obj, filepath)
+
+        LocalBackend.put = put

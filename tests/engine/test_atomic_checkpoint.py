@@ -141,3 +141,16 @@ def test_atomic_replace_and_completeness(tmp_path):
     (tmp_path / 'cut.pth').write_bytes(good.read_bytes()[:-10])
     assert not is_complete_checkpoint(tmp_path / 'cut.pth')
     assert not is_complete_checkpoint(tmp_path / 'nope.pth')
+
+
+def test_failed_save_removes_its_partial_file_at_once(tmp_path):
+    """A full disk during the second save: the error propagates, the half-written file is gone
+    (no hidden .partial waits for the next run), last_checkpoint names the first checkpoint."""
+    cfg = write_toy_config(tmp_path / 'toy.py', max_epochs=3, custom_hooks=(
+        "[dict(type='FullDiskCheckpointWriteHook', nth=2)]"))
+    wd = tmp_path / 'wd'
+    proc = run(train_cmd(cfg, wd), timeout=120, expect_ok=False)
+    assert proc.returncode != 0 and 'No space left on device' in proc.stdout
+    assert sorted(p.name for p in wd.iterdir() if p.suffix == '.pth' or 'partial' in p.name) \
+        == ['epoch_1.pth']
+    assert (wd / 'last_checkpoint').read_text().strip() == str(wd / 'epoch_1.pth')
