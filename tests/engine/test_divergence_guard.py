@@ -20,14 +20,25 @@ def fake_runner(iteration: int, scalars=None, work_dir='', optim_wrapper=None):
                            optim_wrapper=optim_wrapper)
 
 
-def test_loss_terms_are_read_from_what_mmengine_logged():
-    """The values mmengine already copied to the host are checked (no extra sync): the
-    tensors in ``outputs`` are not read when the MessageHub has the term."""
+def _no_host_sync(monkeypatch):
+    """Any read of a tensor's value on the host (what synchronises a GPU) fails the test."""
+    def sync(*args, **kwargs):
+        raise AssertionError('host synchronisation in the per-iteration check')
+    for name in ('item', 'tolist', 'cpu', '__bool__', '__float__', 'nonzero'):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+
+
+def test_loss_terms_are_read_from_what_mmengine_logged(monkeypatch):
+    """The values mmengine already copied to the host for logging are checked: the tensors in
+    ``outputs`` are never read, so the guard adds no GPU synchronisation per iteration."""
     hook = DivergenceGuardHook()
-    runner = fake_runner(4, {'train/loss': [float('nan')], 'train/loss_cls': [0.3]})
+    fine = fake_runner(3, {'train/loss': [1.0], 'train/loss_cls': [0.3], 'train/grad_norm': [2.]})
+    bad = fake_runner(4, {'train/loss': [float('nan')], 'train/loss_cls': [0.3]})
     outputs = {'loss': torch.tensor(1.0), 'loss_cls': torch.tensor(0.3)}
+    _no_host_sync(monkeypatch)
+    hook.after_train_iter(fine, 3, outputs=outputs)
     with pytest.raises(NonFiniteLossError, match=r'iteration 5 .*loss=nan'):
-        hook.after_train_iter(runner, 4, outputs=outputs)
+        hook.after_train_iter(bad, 4, outputs=outputs)
 
 
 def test_infinite_gradient_norm_stops_except_under_amp(tmp_path):
