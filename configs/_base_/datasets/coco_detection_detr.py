@@ -1,5 +1,7 @@
 # COCO 2017 with the DETR-family training augmentation (multi-scale resize, random crop).
-dataset_type = 'CocoDataset'
+# mmdet's CocoDataset that names class-name mismatches, dropped boxes and unreadable images
+# (mmdet_ddetr/datasets/checked_coco.py, registered by importing mmdet_ddetr)
+dataset_type = 'CheckedCocoDataset'
 data_root = 'data/coco/'
 backend_args = None
 
