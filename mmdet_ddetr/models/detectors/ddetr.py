@@ -15,6 +15,7 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 from ..layers.ms_deform_attn import MSDeformAttention
 from ..utils import build_module, valid_ratio
+from ..utils.config_checks import check_detector_sizes
 
 
 @MODELS.register_module()
@@ -54,6 +55,9 @@ class DDETR(DetectionTransformer):
                  as_two_stage: bool = False,
                  proposal_generator: OptConfigType = None,
                  **kwargs) -> None:
+        check_detector_sizes(kwargs.get('num_queries', 100), encoder=encoder, decoder=decoder,
+                             bbox_head=bbox_head,
+                             positional_encoding=kwargs.get('positional_encoding'))
         self.with_box_refine = with_box_refine
         self.as_two_stage = as_two_stage
         self.num_feature_levels = num_feature_levels

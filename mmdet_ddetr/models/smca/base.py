@@ -30,6 +30,7 @@ from mmdet.utils import OptConfigType
 
 from ..layers.efficient import LeanDetrTransformerDecoderLayer
 from ..utils import build_module
+from ..utils.config_checks import check_detector_sizes
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
 
@@ -255,6 +256,12 @@ class SMCADETRBase(DETR):
 
     default_encoder_type: str
     default_decoder_type: str
+
+    def __init__(self, *args, num_queries: int = 100, **kwargs) -> None:
+        # Named config errors before mmdet builds anything (num_queries=0, float sizes).
+        check_detector_sizes(num_queries, **{key: kwargs.get(key) for key in (
+            'encoder', 'decoder', 'bbox_head', 'positional_encoding')})
+        super().__init__(*args, num_queries=num_queries, **kwargs)
 
     def _init_layers(self) -> None:
         """Positional encoding, encoder, SMCA decoder and the object queries."""
