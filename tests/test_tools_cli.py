@@ -59,3 +59,13 @@ def test_test_tool_checks_paths_before_building(tmp_path, missing):
     assert proc.returncode == 2
     assert f'{missing} ' in proc.stderr and 'does not exist' in proc.stderr
     assert not (tmp_path / 'work').exists()
+
+
+def test_generator_cli_refuses_a_folder_it_did_not_create(tmp_path):
+    out = tmp_path / 'photos'
+    out.mkdir()
+    (out / '000001.png').write_bytes(b'holiday')
+    proc = _run('--out', str(out), '--num-train', '2', '--num-val', '1', '--img-size', '64')
+    assert proc.returncode == 1
+    assert proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ['000001.png']

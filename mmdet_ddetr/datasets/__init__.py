@@ -4,7 +4,10 @@
 imported here: the generator must run before mmdet is installed. ``mmdet_ddetr.engine.hooks``
 imports it, so importing ``mmdet_ddetr`` registers it.
 """
-from .synthetic import (CLASSES, SyntheticConfig, generate_synthetic_dataset, is_complete,
-                        render_image)
+from .synthetic import (CLASSES, ForeignFolderError, SyntheticConfig, generate_synthetic_dataset,
+                        is_complete, render_image)
 
-__all__ = ['CLASSES', 'SyntheticConfig', 'generate_synthetic_dataset', 'is_complete', 'render_image']
+__all__ = [
+    'CLASSES', 'ForeignFolderError', 'SyntheticConfig', 'generate_synthetic_dataset',
+    'is_complete', 'render_image'
+]
