@@ -15,7 +15,7 @@ import_mmdet_without_fork_notices()  # before our modules import mmdet (OneDL st
 
 from . import models  # noqa: E402,F401  (registers the models)
 from . import engine  # noqa: E402,F401  (registers the hooks, runner and CPU DDP wrapper)
-from .datasets import synthetic_coco  # noqa: E402,F401  (registers SyntheticCocoDataset)
+from .datasets import checked_coco, synthetic_coco  # noqa: E402,F401  (dataset types)
 
 engine.use_safe_checkpoint_loader()
 

@@ -198,3 +198,13 @@ def test_mmdet_test_tool_with_a_user_config_loads_our_checkpoint_and_refuses_a_f
                          capture_output=True, text=True, timeout=600)
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0 and 'WeightsMismatchError' in out and 'coco/bbox_mAP' not in out
+
+
+def test_generator_cli_refuses_a_folder_it_did_not_create(tmp_path):
+    out = tmp_path / 'photos'
+    out.mkdir()
+    (out / '000001.png').write_bytes(b'holiday')
+    proc = _run('--out', str(out), '--num-train', '2', '--num-val', '1', '--img-size', '64')
+    assert proc.returncode == 1
+    assert proc.stderr.startswith('error: ') and 'Traceback' not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ['000001.png']

@@ -10,12 +10,36 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults  # noqa: E402
+from mmengine.fileio import dump  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmdet_ddetr  # noqa: E402,F401  (registers the custom modules even without custom_imports)
 from mmdet_ddetr.datasets.data_root import load_config  # noqa: E402
+from mmdet_ddetr.utils.atomic_io import atomic_open  # noqa: E402
 from mmdet.utils import setup_cache_size_limit_of_dynamo  # noqa: E402
+
+
+class AtomicDumpResults(DumpResults):
+    """mmengine's ``DumpResults``, written to a temporary file beside ``out_file_path`` and
+    renamed: a full disk or a kill leaves the previous results whole, not a truncated pickle."""
+
+    def compute_metrics(self, results: list) -> dict:
+        # mmengine's dump created the folder; keep that.
+        os.makedirs(osp.dirname(osp.abspath(self.out_file_path)), exist_ok=True)
+        with atomic_open(self.out_file_path, 'wb') as f:
+            dump(results, f, file_format='pkl')
+        print_log(f'Results has been saved to {self.out_file_path}.', logger='current')
+        return {}
+
+
+def add_dump_results(evaluator, out: str) -> None:
+    """Append the raw-prediction dump for ``--out`` to ``evaluator``'s metrics (after the
+    metric, so that the predictions are saved as well)."""
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError('--out must be a .pkl or .pickle file')
+    evaluator.metrics.append(AtomicDumpResults(out_file_path=out))
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,10 +120,7 @@ def main() -> None:
 
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError('--out must be a .pkl or .pickle file')
-        # Appended after the metric so that the raw predictions are saved as well.
-        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+        add_dump_results(runner.test_evaluator, args.out)
     runner.test()
 
 

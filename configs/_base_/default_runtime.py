@@ -17,7 +17,9 @@ default_hooks = dict(
     # naming the iteration and the last good checkpoint
     divergence_guard=dict(type='DivergenceGuardHook'),
     # reseed every epoch so a resumed run repeats the uninterrupted one exactly
-    reseed=dict(type='EpochReseedHook'))
+    reseed=dict(type='EpochReseedHook'),
+    # no training iterations, or fewer class logits than the data's classes: error before iter 1
+    data_check=dict(type='DataModelCheckHook'))
 
 env_cfg = dict(
     cudnn_benchmark=False,

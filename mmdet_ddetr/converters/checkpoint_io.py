@@ -6,8 +6,9 @@ renamed into place, so a crash or a kill never leaves a partial checkpoint behin
 """
 import argparse
 import os.path as osp
+import re
 from collections import OrderedDict
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
@@ -54,6 +55,29 @@ def state_dict_of(ckpt: Dict[str, Any]) -> Dict[str, torch.Tensor]:
                          'it is not a plain state_dict)')
 
 
+# A Runner checkpoint's meta.cfg names the detector type it was trained with.
+_OUR_DETECTOR_TYPES = re.compile(r"type\s*=\s*'(DDETR|SMCADETR|SMCAMultiScaleDETR)'")
+
+
+def refuse_our_layout(ckpt: Dict[str, Any], our_prefixes: Sequence[str]) -> None:
+    """Raise when ``ckpt`` is already in mmdet_ddetr's layout: written by a converter of ours
+    (``meta.converted_from``), saved by a training run of ours (``meta.cfg``), or holding a
+    weight name only our layout has (one of ``our_prefixes``)."""
+    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    why = None
+    if 'converted_from' in meta:
+        why = f'converted before, from {meta["converted_from"]}'
+    elif _OUR_DETECTOR_TYPES.search(str(meta.get('cfg', ''))):
+        why = 'saved by an mmdet_ddetr training run'
+    else:
+        key = next((k for k in state_dict_of(ckpt) if k.startswith(tuple(our_prefixes))), None)
+        if key is not None:
+            why = f'it has the weight {key!r} of our layout'
+    if why is not None:
+        raise ConverterError(f'this checkpoint is already in mmdet_ddetr\'s layout ({why}): '
+                             'nothing to convert, load it as it is (load_from or tools/test.py)')
+
+
 def check_destination(dst: str, overwrite: bool) -> None:
     """Refuse to clobber an existing file unless asked; the folder must exist."""
     if osp.exists(dst) and not overwrite:
@@ -63,11 +87,40 @@ def check_destination(dst: str, overwrite: bool) -> None:
         raise ConverterError(f'destination folder {folder!r} does not exist; create it first')
 
 
+class _WriteErrorRecorder:
+    """A file wrapper that remembers the ``OSError`` of a failed write: ``torch.save`` turns it
+    into a ``RuntimeError`` ("unexpected pos ...") that no longer says the disk is full."""
+
+    def __init__(self, file) -> None:
+        self._file = file
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
 def save_atomic(obj: Any, dst: str, overwrite: bool = False) -> None:
-    """``torch.save`` to a temporary file beside ``dst``, then rename it into place."""
+    """``torch.save`` to a temporary file beside ``dst``, then rename it into place; a failed
+    write (e.g. a full disk) is a :class:`ConverterError` and leaves ``dst`` as it was."""
     check_destination(dst, overwrite)
-    with atomic_open(dst, 'wb') as f:
-        torch.save(obj, f)
+    recorder = None
+    try:
+        with atomic_open(dst, 'wb') as f:
+            recorder = _WriteErrorRecorder(f)
+            torch.save(obj, recorder)
+    except (OSError, RuntimeError) as exc:
+        error = exc if isinstance(exc, OSError) else getattr(recorder, 'error', None)
+        if error is None:  # not about the disk: keep the original error
+            raise
+        raise ConverterError(f'cannot write {dst!r} ({error.strerror or error}); nothing was '
+                             'written there. Free disk space or choose another folder.') from exc
 
 
 def as_mmengine_checkpoint(state_dict: Dict[str, torch.Tensor],

@@ -65,13 +65,43 @@ _MMDET_RENAMES: Rules = [
 ]
 
 
+# Weights that mmdet's DeformableDETR never has, and the mmdet detectors that have them: those
+# also have "level_embed" and "bbox_head.reg_branches.*", and their weights would "convert".
+_FOREIGN_PREFIXES = (
+    ('dn_query_generator.', 'DINO (denoising queries)'),
+    ('decoder.ref_point_head.', 'DINO / DAB-DETR / Conditional DETR (reference point head)'),
+    ('decoder.norm.', 'DINO or another DETR with a decoder output norm'),
+)
+
+
+# Weight names that only mmdet_ddetr's DDETR has (mmdet's two-stage keeps them at top level).
+OUR_PREFIXES = ('proposal_generator.', )
+
+
+def foreign_architecture(state_dict: Dict[str, Tensor]) -> Optional[str]:
+    """``'<key>' (<architecture>)`` for a weight of another mmdet DETR-family detector, or
+    None."""
+    for prefix, architecture in _FOREIGN_PREFIXES:
+        key = next((k for k in state_dict if k.startswith(prefix)), None)
+        if key is not None:
+            return f'{key!r} ({architecture})'
+    return None
+
+
+def _refuse_foreign(state_dict: Dict[str, Tensor]) -> None:
+    foreign = foreign_architecture(state_dict)
+    if foreign is not None:
+        raise ConverterError(f'not a Deformable DETR checkpoint: it has the weight {foreign}; '
+                             'only official and mmdet Deformable DETR weights convert')
+
+
 def is_official_ddetr(state_dict: Dict[str, Tensor]) -> bool:
     return 'transformer.level_embed' in state_dict
 
 
 def is_mmdet_ddetr(state_dict: Dict[str, Tensor]) -> bool:
-    return 'level_embed' in state_dict and any(
-        k.startswith('bbox_head.reg_branches.') for k in state_dict)
+    return ('level_embed' in state_dict and foreign_architecture(state_dict) is None and any(
+        k.startswith('bbox_head.reg_branches.') for k in state_dict))
 
 
 def official_to_ours(state_dict: Dict[str, Tensor], proposal_scoring: str = 'class0',
@@ -124,6 +154,7 @@ def mmdet_to_ours(state_dict: Dict[str, Tensor],
     mmdet's stock neck has no conv bias; ours keeps it (official layout), so zero biases are
     added, which is exactly mmdet's function.
     """
+    _refuse_foreign(state_dict)
     if not is_mmdet_ddetr(state_dict) or is_official_ddetr(state_dict):
         raise ConverterError('not an mmdet DeformableDETR checkpoint (needs "level_embed" and '
                              '"bbox_head.reg_branches.*" weights)')
@@ -172,10 +203,12 @@ def detect_source(state_dict: Dict[str, Tensor]) -> str:
         return 'official'
     if is_mmdet_ddetr(state_dict):
         return 'mmdet'
+    _refuse_foreign(state_dict)
     sample = ', '.join(list(state_dict)[:3])
     raise ConverterError('this checkpoint is neither an official nor an mmdet Deformable DETR '
                          f'(first keys: {sample}); check that you passed the right file')
 
 
-__all__ = ['official_to_ours', 'mmdet_to_ours', 'detect_source']
+__all__ = ['official_to_ours', 'mmdet_to_ours', 'detect_source', 'foreign_architecture',
+           'OUR_PREFIXES']
 

@@ -46,6 +46,8 @@ RULES: Rules = [
     (r'^query_embed\.weight$', 'query_embedding.weight'),
     (r'^input_proj\.', 'neck.convs.0.conv.'),
 ]
+# Weight names of our layout (official ones start with transformer., class_embed, bbox_embed ...).
+OUR_PREFIXES = ('bbox_head.', 'encoder.', 'decoder.', 'query_embedding.')
 # Keys every official single-scale SMCA checkpoint has; used to recognise one.
 REQUIRED_KEYS = ('transformer.decoder.layers.0.point1.layers.0.weight',
                  'transformer.decoder.layers.0.point2.weight', 'class_embed.weight',

@@ -1,11 +1,14 @@
 """Datasets: the embedded synthetic shapes dataset (COCO format).
 
-Importing this package needs numpy and OpenCV only (the generator runs before mmdet is installed):
-:mod:`.synthetic_coco` (the configs' ``SyntheticCocoDataset``, imported by
-``import mmdet_ddetr``) and :mod:`.data_root` (where the data is, ``load_config``) are imported by
-name.
+``checked_coco`` / ``synthetic_coco`` (mmdet's CocoDataset with build-time checks, the configs'
+dataset types) import mmdet and are therefore not imported here: the generator must run before
+mmdet is installed. ``import mmdet_ddetr`` imports them (registering them); ``data_root``
+(where the data is, ``load_config``) is imported by name.
 """
-from .synthetic import (CLASSES, SyntheticConfig, generate_synthetic_dataset, is_complete,
-                        render_image)
+from .synthetic import (CLASSES, ForeignFolderError, SyntheticConfig, generate_synthetic_dataset,
+                        is_complete, render_image)
 
-__all__ = ['CLASSES', 'SyntheticConfig', 'generate_synthetic_dataset', 'is_complete', 'render_image']
+__all__ = [
+    'CLASSES', 'ForeignFolderError', 'SyntheticConfig', 'generate_synthetic_dataset',
+    'is_complete', 'render_image'
+]

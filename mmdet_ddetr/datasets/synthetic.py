@@ -15,9 +15,12 @@ Layout written under ``out_dir``::
     train/000000.png ...          val/000000.png ...
     annotations/train.json        annotations/val.json   (COCO: bbox xywh, area, iscrowd=0)
     manifest.json                 (parameters + counts; written last, marks a complete dataset)
+    .mmdet_ddetr_synthetic        (written first: the generator owns the folder)
 
-Every file is written to a temporary name and moved into place with :func:`os.replace`, so an
-interrupted run never leaves a truncated image or JSON behind. Calling the generator again with
+The generator writes only into a new or empty folder, or one with its marker file: a folder of
+the user's own images is refused, never cleaned. Every file is written to a temporary name and
+moved into place with :func:`os.replace`, so an interrupted run never leaves a truncated image
+or JSON behind. Calling the generator again with
 the same parameters is a no-op once ``manifest.json`` says the dataset is complete.
 
 Only numpy and OpenCV are used, so the generator runs before mmdet/mmcv are even installed.
@@ -41,6 +44,9 @@ GENERATOR_VERSION = 1
 CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle', 'star', 'ellipse')
 SPLITS: Tuple[str, ...] = ('train', 'val')
 MANIFEST_NAME = 'manifest.json'
+# Written first into a folder the generator creates or finds empty: only such a folder is
+# ever rewritten (stale digit-named images deleted, annotations replaced).
+MARKER_NAME = '.mmdet_ddetr_synthetic'
 # Distinct integer per split so that the train and val random streams never coincide.
 _SPLIT_STREAM = {'train': 0, 'val': 1}
 
@@ -275,6 +281,40 @@ def _manifest(cfg: SyntheticConfig, counts: Dict[str, Dict[str, int]]) -> Dict:
                 config=asdict(cfg), classes=list(CLASSES), splits=counts)
 
 
+class ForeignFolderError(FileExistsError):
+    """``out_dir`` holds files that the generator did not write; nothing was changed."""
+
+
+def _is_own_legacy_dataset(out_dir: str) -> bool:
+    """A dataset of a generator older than the marker file: its manifest names us."""
+    try:
+        with open(osp.join(out_dir, MANIFEST_NAME)) as f:
+            return json.load(f).get('generator') == 'mmdet_ddetr.datasets.synthetic'
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def claim_folder(out_dir: str) -> None:
+    """Make ``out_dir`` the generator's (create it, write the marker), or refuse it.
+
+    Raises:
+        ForeignFolderError: ``out_dir`` is not empty and has neither the marker nor our
+            manifest.
+    """
+    marker = osp.join(out_dir, MARKER_NAME)
+    if osp.isfile(marker):
+        return
+    if osp.isdir(out_dir) and os.listdir(out_dir) and not _is_own_legacy_dataset(out_dir):
+        raise ForeignFolderError(
+            f'{out_dir!r} is not empty and was not created by the synthetic generator (no '
+            f'{MARKER_NAME} file): nothing was written, so that its images and annotations '
+            'stay as they are. Pass a new or empty folder as --out.')
+    os.makedirs(out_dir, exist_ok=True)
+    with atomic_open(marker, 'w') as f:
+        f.write('Created by mmdet_ddetr.datasets.synthetic: the generator may rewrite this '
+                'folder.\n')
+
+
 def is_complete(out_dir: str, cfg: SyntheticConfig) -> bool:
     """True when ``out_dir`` holds a finished dataset generated with exactly ``cfg``.
 
@@ -355,6 +395,7 @@ def generate_synthetic_dataset(out_dir: str,
 
     Raises:
         ValueError: On invalid parameters.
+        ForeignFolderError: ``out_dir`` holds files the generator did not write.
     """
     if cfg is None:
         cfg = SyntheticConfig(**kwargs)
@@ -370,6 +411,7 @@ def generate_synthetic_dataset(out_dir: str,
             print(f'[synthetic] {out_dir} is complete (seed {cfg.seed}); nothing to do')
         return manifest
 
+    claim_folder(out_dir)
     os.makedirs(osp.join(out_dir, 'annotations'), exist_ok=True)
     # Drop the old manifest first: if this run is interrupted, the half-rewritten dataset
     # must not be mistaken for a complete one.

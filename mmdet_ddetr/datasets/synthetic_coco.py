@@ -1,30 +1,23 @@
-"""The dataset type of the synthetic configs: mmdet's ``CocoDataset`` that, when the data is not
-there, says which key to set and how to generate it (instead of a bare ``FileNotFoundError`` of
-``annotations/train.json``).
+"""The dataset type of the synthetic configs: :class:`CheckedCocoDataset` whose message for
+missing files also gives the command that generates the embedded data.
 
-Registered in mmdet's ``DATASETS`` when imported, which ``import mmdet_ddetr`` does. It is
-kept out of ``mmdet_ddetr/datasets/__init__.py``, which the generator imports before mmdet is
+Registered in mmdet's ``DATASETS`` when imported, which ``import mmdet_ddetr`` does. It is kept
+out of ``mmdet_ddetr/datasets/__init__.py``, which the generator imports before mmdet is
 installed.
 """
-from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
-from .data_root import check_dataset_files
+
+from .checked_coco import CheckedCocoDataset
 
 
 @DATASETS.register_module()
-class SyntheticCocoDataset(CocoDataset):
-    """:class:`mmdet.datasets.CocoDataset` for the embedded synthetic shapes dataset.
+class SyntheticCocoDataset(CheckedCocoDataset):
+    """:class:`CheckedCocoDataset` for the embedded synthetic shapes dataset: a missing
+    annotation file or image folder raises ``FileNotFoundError`` naming ``data_root`` and the
+    generate command, for every tool that builds the dataset (tools/train.py, tools/test.py,
+    mmdet's tools, ``mim``)."""
 
-    Loading, filtering and the metainfo are ``CocoDataset``'s. Before the annotations are read,
-    the annotation file and the image folder are checked: a missing one raises
-    ``FileNotFoundError`` naming ``data_root`` and the generate command, for every tool that
-    builds the dataset (tools/train.py, tools/test.py, mmdet's tools, ``mim``).
-    """
-
-    def load_data_list(self) -> list:
-        """Check the files, then load as ``CocoDataset`` does."""
-        check_dataset_files(self.data_root, [self.ann_file, self.data_prefix.get('img', '')])
-        return super().load_data_list()
+    embedded_data = True
 
 
 __all__ = ['SyntheticCocoDataset']

@@ -1,13 +1,17 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import mmdet
 import pytest
 import torch
+from mmengine.config import Config
 
 from mmdet_ddetr.converters import (ConverterError, load_checkpoint_file, mmdet_to_ours,
                                     official_to_ours, save_atomic)
 from tests.conftest import REPO, build_model, make_batch, official_fixture, small_ddetr_cfg
+from tests.tool_helpers import load_tool, run_on_full_disk
 
 TOOL = REPO / 'tools/model_converters/ddetr_to_mmdet_ddetr.py'
 
@@ -140,3 +144,60 @@ def test_mmdet_builtin_weights_give_identical_predictions(variant):
         torch.testing.assert_close(x.pred_instances.scores, y.pred_instances.scores)
         torch.testing.assert_close(x.pred_instances.bboxes, y.pred_instances.bboxes)
         assert torch.equal(x.pred_instances.labels, y.pred_instances.labels)
+
+
+def _ddetr_tool():
+    return load_tool('tools/model_converters/ddetr_to_mmdet_ddetr.py')
+
+
+def _mmdet_dino_state_dict():
+    """A real (shrunk) mmdet DINO: it has "level_embed" and "bbox_head.reg_branches.*" too."""
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(str(Path(mmdet.__file__).parent /
+                              '.mim/configs/dino/dino-4scale_r50_8xb2-12e_coco.py')).model
+    cfg.backbone = dict(type='ResNet', depth=18, out_indices=(1, 2, 3), init_cfg=None)
+    cfg.neck.in_channels = [128, 256, 512]
+    cfg.encoder.num_layers = cfg.decoder.num_layers = 1
+    cfg.num_queries = 10
+    return MODELS.build(cfg).state_dict()
+
+
+def test_a_dino_checkpoint_is_refused_by_architecture(tmp_path, capsys):
+    """Today it was "converted" as an mmdet Deformable DETR."""
+    src = tmp_path / 'dino.pth'
+    torch.save({'state_dict': _mmdet_dino_state_dict()}, src)
+    dst = tmp_path / 'out.pth'
+    for source in ('auto', 'mmdet'):
+        assert _ddetr_tool().main([str(src), str(dst), '--source', source]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith('error: not a Deformable DETR checkpoint') and 'DINO' in err
+    assert not dst.exists()
+
+
+def test_a_checkpoint_already_in_our_layout_is_refused(tmp_path, capsys):
+    src, _ = _official_checkpoint(tmp_path)
+    converted = tmp_path / 'ours.pth'
+    assert _ddetr_tool().main([str(src), str(converted), '--proposal-scoring', 'class0']) == 0
+    again = tmp_path / 'again.pth'
+    assert _ddetr_tool().main([str(converted), str(again)]) == 1
+    assert 'already in mmdet_ddetr\'s layout (converted before' in capsys.readouterr().err
+    # the same weights without our meta: recognised by our weight names
+    torch.save({'state_dict': torch.load(converted, weights_only=True)['state_dict']}, src)
+    assert _ddetr_tool().main([str(src), str(again)]) == 1
+    assert "the weight 'proposal_generator." in capsys.readouterr().err
+    assert not again.exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_a_one_line_error_and_writes_nothing(tmp_path):
+    src, _ = _official_checkpoint(tmp_path, 'ddetr_plain.pt')
+    dst = tmp_path / 'out.pth'
+    proc = run_on_full_disk(f'''
+        import runpy, sys
+        sys.argv = ['ddetr_to_mmdet_ddetr.py', {str(src)!r}, {str(dst)!r}]
+        runpy.run_path({str(TOOL)!r}, run_name='__main__')
+    ''', limit=4096)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: cannot write '{dst}'") and 'Traceback' not in proc.stderr
+    assert proc.stderr.count('\n') == 1, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['official.pth']

@@ -1,7 +1,6 @@
 """converters.smca and its CLI (tools/model_converters/smca_official_to_mmdet_ddetr.py): key
 mapping, COCO remap, safety."""
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,12 @@ from mmdet_ddetr.converters import (COCO80_IDS, ConverterError,
                                     convert_smca_official_state_dict, infer_smca_hparams,
                                     remap_coco91_to_80)
 from mmdet_ddetr.parity.smca import model_config
-from tests.conftest import REPO, official_fixture
+from tests.conftest import official_fixture
+from tests.tool_helpers import load_tool
 
 
 def _tool():
-    path = REPO / 'tools' / 'model_converters' / 'smca_official_to_mmdet_ddetr.py'
-    spec = importlib.util.spec_from_file_location('smca_converter_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/model_converters/smca_official_to_mmdet_ddetr.py')
 
 
 def _official_checkpoint():
@@ -97,3 +93,18 @@ def test_coco91_remap():
     assert out['bbox_head.fc_cls.bias'].tolist() == [float(i) for i in COCO80_IDS] + [91.]
     with pytest.raises(ConverterError, match='expected a 91'):
         remap_coco91_to_80({'bbox_head.fc_cls.weight': torch.zeros(6, 3)})
+
+
+def test_cli_refuses_a_checkpoint_already_in_our_layout(tmp_path: Path, capsys):
+    """Today: 'not an official single-scale SMCA-DETR checkpoint: missing [...]'."""
+    tool = _tool()
+    _, ckpt = _official_checkpoint()
+    src, ours, again = tmp_path / 'official.pth', tmp_path / 'ours.pth', tmp_path / 'again.pth'
+    torch.save(ckpt, src)
+    assert tool.main([str(src), str(ours)]) == 0
+    assert tool.main([str(ours), str(again)]) == 1
+    assert "already in mmdet_ddetr's layout (converted before" in capsys.readouterr().err
+    torch.save({'state_dict': torch.load(ours, weights_only=True)['state_dict']}, ours)
+    assert tool.main([str(ours), str(again)]) == 1
+    assert "already in mmdet_ddetr's layout (it has the weight" in capsys.readouterr().err
+    assert not again.exists()

@@ -209,3 +209,28 @@ def test_invalid_parameters(tmp_path, kwargs):
     with pytest.raises(ValueError):
         generate_synthetic_dataset(str(tmp_path / 'x'), **kwargs)
     assert not osp.exists(tmp_path / 'x')
+
+
+def test_a_folder_the_generator_did_not_create_is_refused_untouched(tmp_path):
+    """Today's generator deleted the user's digit-named images and replaced the annotations."""
+    root = tmp_path / 'my_data'
+    (root / 'train').mkdir(parents=True)
+    (root / 'annotations').mkdir()
+    (root / 'train' / '000123.png').write_bytes(b'my image')
+    (root / 'annotations' / 'train.json').write_text('{"mine": true}')
+    before = _all_files(str(root))
+    with pytest.raises(synthetic.ForeignFolderError, match=synthetic.MARKER_NAME):
+        generate_synthetic_dataset(str(root), **SMALL)
+    assert _all_files(str(root)) == before
+
+
+def test_own_folders_are_rewritten(tmp_path):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    assert generate_synthetic_dataset(str(empty), **SMALL)['generated'] is True
+    assert (empty / synthetic.MARKER_NAME).is_file()
+    # the generator's own folder (marker) and a dataset written before the marker existed
+    # (manifest naming the generator) are regenerated with other parameters
+    assert generate_synthetic_dataset(str(empty), **dict(SMALL, seed=4))['generated'] is True
+    (empty / synthetic.MARKER_NAME).unlink()
+    assert generate_synthetic_dataset(str(empty), **dict(SMALL, seed=5))['generated'] is True

@@ -5,6 +5,7 @@ import torch
 from mmdet_ddetr.deployment import (ExportableDetector, UnsupportedExport, compare_detections,
                                     export_onnx, pytorch_detections, sample_images, verify_onnx)
 from tests.conftest import build_model
+from tests.tool_helpers import load_tool
 from tests.variants import SMALL_VARIANTS
 
 
@@ -82,3 +83,30 @@ def test_compare_detections_aligns_swapped_near_ties():
     moved = (boxes + 1e-3, scores, labels)
     assert compare_detections((boxes, scores, labels), moved)['max_abs_box'] == pytest.approx(
         1e-3, abs=1e-6)
+
+
+@pytest.mark.parametrize('passed', [False, True])
+def test_failed_verify_leaves_no_file_under_the_final_name(tmp_path, monkeypatch, passed):
+    """The export and the comparison are the real steps' stand-ins (the real ones take
+    minutes); what is tested is where the file ends up."""
+    tool = load_tool('tools/deployment/export_onnx.py')
+    verified = []
+
+    def fake_export(detector, path, **kwargs):
+        with open(path, 'wb') as f:
+            f.write(b'onnx bytes')
+        return dict(dynamic_axes=[], nodes={}, export_s=0.0)
+
+    def fake_verify(detector, path, shape, **kwargs):
+        verified.append(open(path, 'rb').read())  # the file exists while it is verified
+        return dict(max_abs_box=0.0 if passed else 3.0, max_abs_score=0.0, labels_equal=1.0,
+                    passed=passed)
+
+    monkeypatch.setattr(tool, 'build_detector', lambda config, checkpoint: object())
+    monkeypatch.setattr(tool, 'export_onnx', fake_export)
+    monkeypatch.setattr(tool, 'verify_onnx', fake_verify)
+    out = tmp_path / 'model.onnx'
+    assert tool.main(['config.py', '--out', str(out), '--shape', '64', '64', '--verify']) == (
+        0 if passed else 1)
+    assert verified == [b'onnx bytes']
+    assert sorted(p.name for p in tmp_path.iterdir()) == (['model.onnx'] if passed else [])

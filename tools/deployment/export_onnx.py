@@ -18,6 +18,7 @@ import sys
 from mmdet_ddetr.deployment import (DEFAULT_OPSET, MIN_OPSET, UnsupportedExport,
                                     build_detector, export_onnx, verify_onnx)
 from mmdet_ddetr.deployment.onnx_export import MIN_DYNAMIC_SIDE
+from mmdet_ddetr.utils.atomic_io import atomic_write
 from mmdet_ddetr.utils.cli import checked, positive_int
 
 opset_type = checked(int, 'an integer', lambda v: v >= MIN_OPSET,
@@ -42,7 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--dynamic', action='store_true',
                         help='dynamic image size (and batch for Deformable DETR models)')
     parser.add_argument('--verify', action='store_true',
-                        help='compare ONNX Runtime (CPU) with PyTorch; exit 1 above --tolerance')
+                        help='compare ONNX Runtime (CPU) with PyTorch; above --tolerance exit 1 '
+                        'and write no file')
     parser.add_argument('--tolerance', type=tolerance_type, default=1e-4,
                         help='max abs difference of boxes and scores for --verify (> 0)')
     args = parser.parse_args(argv)
@@ -75,29 +77,48 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                          f'>= {MIN_DYNAMIC_SIDE + VERIFY_SHIFT}')
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+class VerifyFailed(Exception):
+    """The exported file disagrees with PyTorch; raised inside the atomic write so that the
+    file never reaches its final name."""
+
+
+def _export_and_verify(detector, args, path: str) -> dict | None:
+    """Export to ``path`` and, with --verify, compare; returns the verify result (or None)."""
     shape = tuple(args.shape)
-    try:
-        detector = build_detector(args.config, args.checkpoint)
-        info = export_onnx(detector, args.out, shape=shape, batch_size=args.batch_size,
-                           opset=args.opset, dynamic=args.dynamic)
-    except UnsupportedExport as exc:
-        print(f'export_onnx: {exc}', file=sys.stderr)
-        return 2
-    print(f'[export] {args.out}: opset {args.opset}, dynamic axes {info["dynamic_axes"] or "none"}, '
-          f'{info["nodes"].get("GridSample", 0)} GridSample nodes, {info["export_s"]:.1f} s')
+    info = export_onnx(detector, path, shape=shape, batch_size=args.batch_size,
+                       opset=args.opset, dynamic=args.dynamic)
+    print(f'[export] {args.out}: opset {args.opset}, dynamic axes '
+          f'{info["dynamic_axes"] or "none"}, {info["nodes"].get("GridSample", 0)} GridSample '
+          f'nodes, {info["export_s"]:.1f} s')
     if not args.verify:
-        return 0
+        return None
     # A different input size than the example proves the dynamic axes.
     verify_shape = (shape[0] + VERIFY_SHIFT, shape[1] - VERIFY_SHIFT) if args.dynamic else shape
-    result = verify_onnx(detector, args.out, verify_shape, batch_size=args.batch_size,
+    result = verify_onnx(detector, path, verify_shape, batch_size=args.batch_size,
                          tolerance=args.tolerance)
     print(f'[verify] onnxruntime vs PyTorch at {verify_shape[0]}x{verify_shape[1]}: '
           f'max |boxes| diff {result["max_abs_box"]:.2e}, max |scores| diff '
           f'{result["max_abs_score"]:.2e}, labels equal {result["labels_equal"]:.3f} '
           f'-> {"PASS" if result["passed"] else "FAIL"} (tolerance {args.tolerance:g})')
-    return 0 if result['passed'] else 1
+    if not result['passed']:
+        raise VerifyFailed(f'{args.out} not written: the export failed --verify')
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        detector = build_detector(args.config, args.checkpoint)
+        # The file is exported and verified under a temporary name and renamed only after
+        # both succeed: a failed --verify leaves nothing (or the previous file) at --out.
+        atomic_write(args.out, lambda tmp: _export_and_verify(detector, args, tmp))
+    except UnsupportedExport as exc:
+        print(f'export_onnx: {exc}', file=sys.stderr)
+        return 2
+    except VerifyFailed as exc:
+        print(f'export_onnx: {exc}', file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == '__main__':

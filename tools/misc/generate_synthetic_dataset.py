@@ -6,6 +6,8 @@ Example::
         --num-train 800 --num-val 100 --img-size 128
 
 Re-running with the same arguments is a no-op once the dataset is complete (see manifest.json).
+A non-empty --out folder that the generator did not create (no .mmdet_ddetr_synthetic marker)
+is refused and left untouched.
 """
 import argparse
 import importlib
@@ -106,8 +108,12 @@ def _config_from_args(args: argparse.Namespace) -> 'SyntheticConfig':
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    generate_synthetic_dataset(args.out, _config_from_args(args), force=args.force,
-                               verbose=not args.quiet)
+    try:
+        generate_synthetic_dataset(args.out, _config_from_args(args), force=args.force,
+                                   verbose=not args.quiet)
+    except _synthetic.ForeignFolderError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,7 +8,9 @@ Official COCO checkpoints carry 91 class logits indexed by COCO category id: pas
 --coco91-to-80 to keep mmdet's 80 classes. For two-stage checkpoints, --proposal-scoring must
 match the config you will load into (default configs use 'objectness': the encoder class branch
 is reduced to logit 0, the only one the official code ranks proposals by, so predictions are
-unchanged). Nothing is written unless the conversion succeeds; DST is never overwritten
+unchanged). Checkpoints of other architectures (e.g. mmdet's DINO) and checkpoints already in
+our layout are refused. Nothing is written unless the conversion succeeds (a failed write, e.g.
+a full disk, is a one-line error); DST is never overwritten
 without --overwrite.
 """
 import argparse
@@ -36,10 +38,13 @@ def main(argv=None) -> int:
     from mmdet_ddetr.converters import (ConverterError, as_mmengine_checkpoint,
                                         check_destination, detect_source,
                                         load_checkpoint_file, mmdet_to_ours, official_to_ours,
-                                        save_atomic, state_dict_of)
+                                        refuse_our_layout, save_atomic, state_dict_of)
+    from mmdet_ddetr.converters.ddetr import OUR_PREFIXES as DDETR_PREFIXES
     try:
         check_destination(args.dst, args.overwrite)  # fail before the (slow) load
-        state_dict = state_dict_of(load_checkpoint_file(args.src))
+        ckpt = load_checkpoint_file(args.src)
+        refuse_our_layout(ckpt, DDETR_PREFIXES)
+        state_dict = state_dict_of(ckpt)
         source = detect_source(state_dict) if args.source == 'auto' else args.source
         if source == 'official':
             converted = official_to_ours(state_dict, args.proposal_scoring, args.coco91_to_80)

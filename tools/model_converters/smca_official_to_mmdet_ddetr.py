@@ -8,7 +8,8 @@ The output is an mmengine checkpoint ``{'state_dict': ..., 'meta': {...}}`` for
 ``smooth 8``; ``meta.smca_hparams`` lists what the weights imply, check it against your config).
 
 Safety (shared with the Deformable DETR converter, :mod:`mmdet_ddetr.converters.checkpoint_io`):
-a corrupt or unrelated checkpoint is an error and writes nothing; an existing DST is never
+a corrupt or unrelated checkpoint, or one already in our layout, is an error and writes nothing
+(so is a failed write, e.g. a full disk); an existing DST is never
 replaced without ``--overwrite``; the file is written to a temporary name in DST's folder and
 moved into place (no half-written output after a crash).
 """
@@ -34,10 +35,12 @@ def main(argv=None) -> int:
     from mmdet_ddetr.converters import (COCO80_IDS, ConverterError, as_mmengine_checkpoint,
                                         check_destination, convert_smca_official_state_dict,
                                         infer_smca_hparams, load_checkpoint_file,
-                                        remap_coco91_to_80, save_atomic)
+                                        refuse_our_layout, remap_coco91_to_80, save_atomic)
+    from mmdet_ddetr.converters.smca import OUR_PREFIXES as SMCA_PREFIXES
     try:
         check_destination(args.dst, args.overwrite)  # fail before the (slow) load
         ckpt = load_checkpoint_file(args.src)
+        refuse_our_layout(ckpt, SMCA_PREFIXES)
         state_dict = convert_smca_official_state_dict(ckpt)
         hparams = infer_smca_hparams(ckpt)
         rows = state_dict['bbox_head.fc_cls.weight'].shape[0]

@@ -1,5 +1,7 @@
 # COCO 2017 with the DETR-family training augmentation (multi-scale resize, random crop).
-dataset_type = 'CocoDataset'
+# mmdet's CocoDataset that names class-name mismatches, dropped boxes, unreadable images and a
+# missing dataset (mmdet_ddetr/datasets/checked_coco.py, registered by importing mmdet_ddetr)
+dataset_type = 'CheckedCocoDataset'
 # Relative to the current directory, as in mmdet. One setting moves every dataloader and
 # evaluator path: --cfg-options data_root=PATH (tools/train.py, tools/test.py, mim) or
 # MMDET_DDETR_DATA_ROOT=PATH (any tool); see mmdet_ddetr/datasets/data_root.py and docs/configs.md.

@@ -17,6 +17,7 @@ from ..dense_heads.ddetr_head import DDETRHead
 from ..layers.ms_deform_attn import MSDeformAttention
 from ..utils import WeightsFitMixin, build_module, valid_ratio
 from ..utils.build_checks import check_head_type
+from ..utils.config_checks import check_detector_sizes
 
 
 @MODELS.register_module()
@@ -56,6 +57,9 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
                  as_two_stage: bool = False,
                  proposal_generator: OptConfigType = None,
                  **kwargs) -> None:
+        check_detector_sizes(kwargs.get('num_queries', 100), encoder=encoder, decoder=decoder,
+                             bbox_head=bbox_head,
+                             positional_encoding=kwargs.get('positional_encoding'))
         self.with_box_refine = with_box_refine
         self.as_two_stage = as_two_stage
         self.num_feature_levels = num_feature_levels

@@ -31,6 +31,7 @@ from mmdet.utils import ConfigType, OptConfigType
 from ..layers.efficient import LeanDetrTransformerDecoderLayer
 from ..utils import WeightsFitMixin, build_module
 from ..utils.build_checks import check_head_type
+from ..utils.config_checks import check_detector_sizes
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
 from .smca_head import SMCAHead
@@ -258,10 +259,13 @@ class SMCADETRBase(WeightsFitMixin, DETR):
     default_encoder_type: str
     default_decoder_type: str
 
-    def __init__(self, *args, bbox_head: ConfigType, **kwargs) -> None:
+    def __init__(self, *args, bbox_head: ConfigType, num_queries: int = 100, **kwargs) -> None:
         check_head_type(type(self).__name__, bbox_head, SMCAHead,
                         "mmdet's DETRHead goes with mmdet's type='DETR'.")
-        super().__init__(*args, bbox_head=bbox_head, **kwargs)
+        # Named config errors before mmdet builds anything (num_queries=0, float sizes).
+        check_detector_sizes(num_queries, bbox_head=bbox_head, **{key: kwargs.get(key) for key in (
+            'encoder', 'decoder', 'positional_encoding')})
+        super().__init__(*args, bbox_head=bbox_head, num_queries=num_queries, **kwargs)
 
     def _init_layers(self) -> None:
         """Positional encoding, encoder, SMCA decoder and the object queries."""
