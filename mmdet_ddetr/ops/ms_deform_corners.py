@@ -11,8 +11,8 @@ Written that way with one term per (level, point, corner) -- static counts, unro
 inductor fuses the corner arithmetic, the gathers, the weighting and the sum into one loop nest
 that is vectorised over ``head_dim`` and writes nothing but the output, where ``grid_sample``
 per level plus weighting and sum (:mod:`.ms_deform_sampling`) has to write every sample out
-(compiled R50 Deformable DETR inference: 1.31x eager with this lowering, 1.00x without; README
-"Deploy"). In eager mode the same expression would materialise each term, so the
+(compiled R50 Deformable DETR inference: 1.31x eager with this lowering, 1.00x without;
+docs/benchmarks.md, "Compiled and ONNX Runtime against eager"). In eager mode the same expression would materialise each term, so the
 eager CPU kernel stays the ``grid_sample`` path; this one is only used as inductor's
 decomposition of the operator (:func:`.ms_deform_attn_op.register_inductor_decomposition`).
 

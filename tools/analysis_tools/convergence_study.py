@@ -46,7 +46,7 @@ MODELS: Dict[str, tuple] = {
                             'Deformable DETR + refinement + two-stage'),
     'smca-ss': ('smca_r18_c4.py', 'SMCA-DETR single-scale (C4)'),
     'smca-ms': ('smca-ms_r18.py', 'SMCA-DETR multi-scale'),
-    # Ablations of single-scale SMCA (issue 13; configs/smca_detr/README.md), not in the default
+    # Ablations of single-scale SMCA (issue 13; docs/experiments.md), not in the default
     # study: --models detr,smca-ss,smca-ss-no-prior,smca-ss-fixed,smca-ss-beta-map,ddetr-ss
     'smca-ss-no-prior': ('smca_r18_c4_no-prior.py', 'SMCA single-scale, prior off (C4)'),
     'smca-ss-fixed': ('smca_r18_c4_fixed-scale.py', 'SMCA single-scale, fixed scale (C4)'),

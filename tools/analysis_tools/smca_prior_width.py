@@ -6,7 +6,7 @@ The prior is ``log G = -s^2 d^2 / beta`` (per head and axis, ``s`` predicted by 
 initialisation ``s = 1``, so ``sigma = sqrt(beta / 2)`` (2 cells for the official beta 8). The
 tool prints the quartiles of ``sigma`` over every query, head and axis of every decoder layer.
 Comparing checkpoints early and late in training shows whether training narrows or widens the
-prior (configs/smca_detr/README.md, "Convergence against DETR").
+prior (docs/experiments.md, "SMCA-DETR against DETR over 16 epochs").
 
 Example::
 
