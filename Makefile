@@ -1,6 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both install first if needed.
 # STACK=openmmlab (default) or onedl chooses the OpenMMLab releases or the OneDL fork; give each
-# its own env, e.g. `STACK=onedl VENV=.venv-onedl make test` (see README, "Two stacks").
+# its own env, e.g. `STACK=onedl VENV=.venv-onedl make test` (see docs/install.md, "Two stacks").
 STACK ?= openmmlab
 VENV ?= .venv
 TESTS ?= tests
