@@ -20,6 +20,7 @@ The mode is set with :func:`weights_loading_mode` around a load.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple
@@ -180,4 +181,4 @@ class WeightsFitMixin:
         print_log(f'load_from {what}: loaded {len(fit.loaded)} of {fit.total} tensors of '
                   f'{name}; not loaded (kept as initialised): {detail}; '
                   f'{len(fit.unexpected)} checkpoint tensors unused.', logger='current',
-                  level=30 if groups else 20)
+                  level=logging.WARNING if groups else logging.INFO)
