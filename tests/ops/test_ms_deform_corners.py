@@ -26,8 +26,8 @@ def _op(value, spatial_shapes, start, locations, weights):
     return ms_deform_attn(value, spatial_shapes, start, locations, weights, [], 64)
 
 
-@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-13), (torch.float32, 1e-6)])
-def test_inductor_lowers_the_op_to_the_corner_sum(dtype, tol):
+@pytest.mark.parametrize('dtype,atol', [(torch.float64, 1e-13), (torch.float32, 1e-5)])
+def test_inductor_lowers_the_op_to_the_corner_sum(dtype, atol):
     register_inductor_decomposition()
     torch._dynamo.reset()
     # Two levels of two points keep the unrolled kernel (16 terms) quick to compile.
@@ -38,7 +38,9 @@ def test_inductor_lowers_the_op_to_the_corner_sum(dtype, tol):
     # hit could hand back code compiled with or without the lowering.
     with inductor_config.patch(fx_graph_cache=False):
         out, code = run_and_get_code(compiled, *inputs)
-    torch.testing.assert_close(out, _op(*inputs), rtol=tol, atol=tol)
+    # float32: relative as well (the values grow with the number of samples summed)
+    torch.testing.assert_close(out, _op(*inputs), rtol=1e-6 if dtype == torch.float32 else 0,
+                               atol=atol)
     # The op is computed by a generated kernel, not called (an opaque op would appear as
     # torch.ops.mmdet_ddetr.ms_deform_attn.default in the wrapper code).
     assert 'mmdet_ddetr.ms_deform_attn' not in '\n'.join(code)
