@@ -10,8 +10,8 @@ from torch.nn import Linear
 from mmdet.models.dense_heads import DeformableDETRHead
 from mmdet.registry import MODELS
 from mmdet.utils import InstanceList, OptInstanceList
-from ..utils.build_checks import check_built_by_detector
-from .official_criterion import OfficialCriterionMixin
+from ..common.build_checks import check_built_by_detector
+from ..common.set_prediction_loss import OfficialCriterionMixin
 
 
 _HALF = (torch.float16, torch.bfloat16)

@@ -15,8 +15,8 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 from ..dense_heads.ddetr_head import DDETRHead
 from ..layers.ms_deform_attn import MSDeformAttention
-from ..utils import WeightsFitMixin, build_module, valid_ratio
-from ..utils.build_checks import check_head_type
+from ..common import WeightsFitMixin, build_module, valid_ratio
+from ..common.build_checks import check_head_type
 
 
 @MODELS.register_module()

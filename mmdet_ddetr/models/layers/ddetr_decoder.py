@@ -11,7 +11,7 @@ from mmdet.models.layers.transformer import DetrTransformerDecoderLayer
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 from .box_refinement import refine_reference, scale_to_levels
-from ..utils import add_ffn_and_norms, build_module
+from ..common import add_ffn_and_norms, build_module
 
 
 @MODELS.register_module()

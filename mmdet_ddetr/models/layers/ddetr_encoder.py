@@ -10,7 +10,7 @@ from mmdet.models.layers.transformer import DetrTransformerEncoderLayer
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 
-from ..utils import add_ffn_and_norms, build_module
+from ..common import add_ffn_and_norms, build_module
 
 
 @MODELS.register_module()

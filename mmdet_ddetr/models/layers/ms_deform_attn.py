@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from ...ops import ms_deform_attn, safe_im2col_step
-from ..utils.fast_dropout import use_fast_dropout
+from ..common.fast_dropout import use_fast_dropout
 
 # dtypes mmcv's compiled kernel implements; anything else runs as a float32 island.
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.float64)
@@ -41,7 +41,7 @@ class MSDeformAttention(MultiScaleDeformableAttention):
     (bs, num_query, heads, levels, points, 2) and ``attention_weights``
     (bs, num_query, heads, levels, points) in :attr:`last_sampling`; recording only stores
     references and never changes the output. The output dropout draws its CPU mask with
-    :func:`~mmdet_ddetr.models.utils.fast_dropout.fast_dropout`.
+    :func:`~mmdet_ddetr.models.common.fast_dropout.fast_dropout`.
     """
 
     def __init__(self, *args, **kwargs) -> None:

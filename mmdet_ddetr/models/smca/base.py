@@ -29,8 +29,8 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
 from ..layers.efficient import LeanDetrTransformerDecoderLayer
-from ..utils import WeightsFitMixin, build_module
-from ..utils.build_checks import check_head_type
+from ..common import WeightsFitMixin, build_module
+from ..common.build_checks import check_head_type
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
 from .smca_head import SMCAHead

@@ -12,7 +12,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
-from ..utils import build_module
+from ..common import build_module
 from .base import (SMCADecoderBase, SMCADecoderLayerBase, SMCADETRBase, add_padding_mask,
                    check_heads, image_wh)
 from .feature_stride import check_stride_setting, resolve_stride

@@ -11,7 +11,7 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
 
-from ..dense_heads.official_criterion import OfficialCriterionMixin
+from ..common.set_prediction_loss import OfficialCriterionMixin
 
 
 @MODELS.register_module()

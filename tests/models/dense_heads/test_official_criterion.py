@@ -9,7 +9,7 @@ from mmengine.structures import InstanceData
 
 from mmdet.models.dense_heads import DETRHead
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.dense_heads import official_criterion
+from mmdet_ddetr.models.common import set_prediction_loss
 from tests.conftest import REPO
 
 NUM_CLASSES, DIMS, QUERIES = 3, 16, 7
@@ -82,12 +82,12 @@ def test_box_count_is_averaged_over_processes_only_when_distributed(name, monkey
     def no_reduce(tensor):
         raise AssertionError('reduce_mean called outside distributed training')
 
-    monkeypatch.setattr(official_criterion, 'reduce_mean', no_reduce)
+    monkeypatch.setattr(set_prediction_loss, 'reduce_mean', no_reduce)
     local = head.loss_by_feat_single(cls, boxes, list(gts), list(metas))
 
     # Two processes; the other one has 8 boxes: the mean box count is (4 + 8) / 2 = 6.
-    monkeypatch.setattr(official_criterion, 'is_distributed', lambda: True)
-    monkeypatch.setattr(official_criterion, 'reduce_mean', lambda t: (t + 8) / 2)
+    monkeypatch.setattr(set_prediction_loss, 'is_distributed', lambda: True)
+    monkeypatch.setattr(set_prediction_loss, 'reduce_mean', lambda t: (t + 8) / 2)
     monkeypatch.setattr(torch.Tensor, 'item', no_reduce)  # no host sync in the loss
     dist = head.loss_by_feat_single(cls, boxes, list(gts), list(metas))
     monkeypatch.undo()

@@ -1,6 +1,6 @@
 import torch
 
-from mmdet_ddetr.models.utils import valid_ratio
+from mmdet_ddetr.models.common import valid_ratio
 from mmdet_ddetr.models.layers import encoder_reference_points
 
 

@@ -1,5 +1,5 @@
 """A detector of this package with another head, or its head in mmdet's detector, fails when
-the model is built, naming the type to use (mmdet_ddetr/models/utils/build_checks.py)."""
+the model is built, naming the type to use (mmdet_ddetr/models/common/build_checks.py)."""
 import pytest
 import torch
 

@@ -4,7 +4,7 @@ import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from mmdet_ddetr.models.utils.fast_dropout import (FastDropout, dropped_levels, fast_dropout,
+from mmdet_ddetr.models.common.fast_dropout import (FastDropout, dropped_levels, fast_dropout,
                                                     use_fast_dropout)
 
 
@@ -76,7 +76,7 @@ def test_compiled_draws_one_mask_for_forward_and_backward():
     where the output is, i.e. the mask is not drawn a second time for the backward."""
     import torch._dynamo
 
-    from mmdet_ddetr.models.utils.fast_dropout import fast_dropout
+    from mmdet_ddetr.models.common.fast_dropout import fast_dropout
 
     def f(x):
         y = fast_dropout(x, 0.1)

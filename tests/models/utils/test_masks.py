@@ -1,6 +1,6 @@
 import torch
 
-from mmdet_ddetr.models.utils import valid_ratio
+from mmdet_ddetr.models.common import valid_ratio
 
 
 def test_valid_ratio_counts_first_row_and_column():

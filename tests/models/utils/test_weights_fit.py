@@ -8,7 +8,7 @@ from mmengine.runner import load_checkpoint
 from torch.overrides import TorchFunctionMode
 
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.utils import WeightsMismatchError, weights_loading_mode
+from mmdet_ddetr.models.common import WeightsMismatchError, weights_loading_mode
 from tests.conftest import build_model, small_ddetr_cfg
 from tests.variants import SMALL_VARIANTS
 
@@ -70,7 +70,7 @@ def test_init_detector_refuses_a_foreign_checkpoint(plain, tmp_path):
 
 def test_partial_loading_reports_and_refuses_nothing_useful(plain, tmp_path, monkeypatch):
     """load_from for fine-tuning: what fits loads, the rest is reported by group."""
-    from mmdet_ddetr.models.utils import weights_fit
+    from mmdet_ddetr.models.common import weights_fit
     messages = []
     monkeypatch.setattr(weights_fit, 'print_log', lambda msg, **kw: messages.append(msg))
     seven = MODELS.build(small_ddetr_cfg(num_classes=7))

@@ -11,7 +11,7 @@ from mmdet_ddetr.models.layers.efficient import (LeanDetrTransformerDecoderLayer
                                                  LeanDetrTransformerEncoder,
                                                  LeanDetrTransformerEncoderLayer,
                                                  LeanMultiheadAttention, lean_attention)
-from mmdet_ddetr.models.utils import fast_dropout as fast_dropout_module
+from mmdet_ddetr.models.common import fast_dropout as fast_dropout_module
 
 BS, NQ, NK, DIM, HEADS = 2, 7, 11, 32, 4
 
