@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from torch import Tensor, nn
 
 from ..models.layers.efficient import LeanMultiheadAttention
-from ..models.layers.ms_deform_attn import MSDeformAttention
+from ..models.deformable_detr.deformable_attention import MSDeformAttention
 
 
 @dataclass

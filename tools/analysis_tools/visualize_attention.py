@@ -249,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     from mmdet.apis import init_detector
     from mmdet_ddetr.analysis.attention import MSDARecorder, SMCARecorder
     from mmdet_ddetr.analysis.flops import TensorForward
-    from mmdet_ddetr.models.layers.ms_deform_attn import MSDeformAttention
+    from mmdet_ddetr.models.deformable_detr.deformable_attention import MSDeformAttention
 
     quiet_init_log(args.verbose)
     model = init_detector(args.config, args.checkpoint, device=args.device)

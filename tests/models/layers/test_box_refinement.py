@@ -1,6 +1,6 @@
 import torch
 
-from mmdet_ddetr.models.layers import apply_box_delta, refine_reference, scale_to_levels
+from mmdet_ddetr.models.deformable_detr import apply_box_delta, refine_reference, scale_to_levels
 
 
 def test_point_reference_moves_only_the_centre():

@@ -1,7 +1,7 @@
 import torch
 
 from mmdet_ddetr.models.common import valid_ratio
-from mmdet_ddetr.models.layers import encoder_reference_points
+from mmdet_ddetr.models.deformable_detr import encoder_reference_points
 
 
 def test_reference_points_are_pixel_centres_of_the_valid_region():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmdet_ddetr.models.layers import MSDeformAttention, safe_im2col_step
+from mmdet_ddetr.models.deformable_detr import MSDeformAttention, safe_im2col_step
 
 
 def _inputs(bs=2, levels=((8, 10), (4, 5)), dims=32, num_query=7, ref_dim=2, seed=0):

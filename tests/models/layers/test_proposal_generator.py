@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mmdet_ddetr.models.layers import DDETRProposalGenerator
+from mmdet_ddetr.models.deformable_detr import DDETRProposalGenerator
 
 
 def _generator(**kwargs):

@@ -13,8 +13,8 @@ from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
-from ..dense_heads.ddetr_head import DDETRHead
-from ..layers.ms_deform_attn import MSDeformAttention
+from .deformable_attention import MSDeformAttention
+from .head import DDETRHead
 from ..common import WeightsFitMixin, build_module, valid_ratio
 from ..common.build_checks import check_head_type
 
