@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ..models.layers.efficient import LeanMultiheadAttention
+from ..models.efficient import LeanMultiheadAttention
 from ..models.deformable_detr.deformable_attention import MSDeformAttention
 
 

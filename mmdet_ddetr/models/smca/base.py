@@ -1,7 +1,7 @@
 """What single- and multi-scale SMCA-DETR share (arXiv 2101.07448).
 
 SMCA reuses mmdet's DETR layers (multi-head attention + ``FFN`` + post-norm) in their lean form
-(:mod:`mmdet_ddetr.models.layers.efficient`: same parameters and outputs, no discarded
+(:mod:`mmdet_ddetr.models.efficient`: same parameters and outputs, no discarded
 attention weights, cheaper CPU dropout) and only adds an additive log-prior to the
 co-attention logits: a float ``attn_mask`` is *added* to ``QK^T / sqrt(d)``, which is exactly
 ``softmax(QK^T / sqrt(d) + log G)``.
@@ -28,7 +28,7 @@ from mmdet.models.layers.transformer import MLP, DetrTransformerDecoder
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
-from ..layers.efficient import LeanDetrTransformerDecoderLayer
+from ..efficient import LeanDetrTransformerDecoderLayer
 from ..common import WeightsFitMixin, build_module
 from ..common.build_checks import check_head_type
 from .gaussian_prior import SMCAGaussianPrior

@@ -7,7 +7,7 @@ from mmcv.cnn.bricks.transformer import MultiheadAttention
 
 from mmdet.models.layers.transformer import DetrTransformerEncoderLayer
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.layers import LeanMultiheadAttention
+from mmdet_ddetr.models.efficient import LeanMultiheadAttention
 from mmdet_ddetr.models.common import build_module
 from tests.conftest import build_model, small_ddetr_cfg
 from tests.models.smca.common import small_smca_cfg

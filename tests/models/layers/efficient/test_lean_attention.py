@@ -7,7 +7,7 @@ from mmcv.cnn.bricks.transformer import MultiheadAttention
 
 from mmdet.models.layers.transformer import (DetrTransformerDecoderLayer,
                                              DetrTransformerEncoderLayer)
-from mmdet_ddetr.models.layers.efficient import (LeanDetrTransformerDecoderLayer,
+from mmdet_ddetr.models.efficient import (LeanDetrTransformerDecoderLayer,
                                                  LeanDetrTransformerEncoder,
                                                  LeanDetrTransformerEncoderLayer,
                                                  LeanMultiheadAttention, lean_attention)

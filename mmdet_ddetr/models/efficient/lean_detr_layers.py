@@ -11,7 +11,7 @@ from mmdet.models.layers.transformer import (DetrTransformerDecoderLayer,
                                              DetrTransformerEncoderLayer)
 from mmdet.registry import MODELS
 
-from ...common import add_ffn_and_norms, build_module
+from ..common import add_ffn_and_norms, build_module
 
 
 @MODELS.register_module()

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 
-from ...common.fast_dropout import fast_dropout, use_fast_dropout
+from ..common.fast_dropout import fast_dropout, use_fast_dropout
 
 
 def attention_bias(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],
