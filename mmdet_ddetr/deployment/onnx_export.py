@@ -168,7 +168,7 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None)
 
 def _check_supported(detector: nn.Module) -> None:
     from ..models.deformable_detr.detector import DDETR
-    from ..models.smca import SMCADETRBase
+    from ..models.smca_detr import SMCADETRBase
     if not isinstance(detector, (DDETR, SMCADETRBase)):
         raise UnsupportedExport(
             f'{type(detector).__name__} is not exportable here: export_onnx supports this '

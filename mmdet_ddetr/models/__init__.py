@@ -2,4 +2,4 @@
 from .common import FiniteCostHungarianAssigner, NonFiniteCostError  # noqa: F401  (TASK_UTILS)
 from .deformable_detr import *  # noqa: F401,F403
 from .efficient import *  # noqa: F401,F403
-from . import smca  # noqa: F401  (SMCA-DETR)
+from . import smca_detr  # noqa: F401  (SMCA-DETR)

@@ -4,7 +4,7 @@ from typing import Any, Dict
 
 from mmengine.config import Config
 
-import mmdet_ddetr.models.smca  # noqa: F401  (registers the SMCA types)
+import mmdet_ddetr.models.smca_detr  # noqa: F401  (registers the SMCA types)
 
 from tests.conftest import REPO
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmdet_ddetr.models.smca import SMCAMultiScaleEncoder
+from mmdet_ddetr.models.smca_detr import SMCAMultiScaleEncoder
 
 LAYER = dict(self_attn_cfg=dict(embed_dims=16, num_heads=4, dropout=0.0),
              ffn_cfg=dict(embed_dims=16, feedforward_channels=32, ffn_drop=0.0))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.smca.feature_stride import (check_stride_setting, derive_stride,
-                                                    resolve_stride)
+from mmdet_ddetr.models.smca_detr.feature_stride import (check_stride_setting, derive_stride,
+                                                         resolve_stride)
 from tests.conftest import build_model, make_batch
 from tests.models.smca.common import small_smca_cfg
 

@@ -4,8 +4,8 @@ import torch
 from torch import nn
 
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.smca import SMCAGaussianPrior, canonical_scale_type
-from mmdet_ddetr.models.smca.base import add_padding_mask
+from mmdet_ddetr.models.smca_detr import SMCAGaussianPrior, canonical_scale_type
+from mmdet_ddetr.models.smca_detr.base import add_padding_mask
 from tests.models.smca.common import small_smca_cfg
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmdet_ddetr.models.smca import SMCAScaleSelection
+from mmdet_ddetr.models.smca_detr import SMCAScaleSelection
 from tests.conftest import build_model, make_batch
 from tests.models.smca.common import small_smca_cfg
 
@@ -64,8 +64,8 @@ def test_single_and_multi_scale_are_siblings():
     """Multi-scale SMCA shares only the bases with the single-scale model: no feat_level (one
     map only makes sense for single scale), one prior per scale listed by priors()."""
     from mmdet.registry import MODELS
-    from mmdet_ddetr.models.smca import (SMCADecoderLayerBase, SMCADETR, SMCADETRBase,
-                                         SMCAMultiScaleDETR, SMCATransformerDecoderLayer)
+    from mmdet_ddetr.models.smca_detr import (SMCADecoderLayerBase, SMCADETR, SMCADETRBase,
+                                              SMCAMultiScaleDETR, SMCATransformerDecoderLayer)
     assert issubclass(SMCAMultiScaleDETR, SMCADETRBase) and not issubclass(SMCAMultiScaleDETR,
                                                                            SMCADETR)
     with pytest.raises(TypeError, match='feat_level'):

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.smca import SMCAScaleSelection
+from mmdet_ddetr.models.smca_detr import SMCAScaleSelection
 from tests.models.smca.common import small_smca_cfg
 
 

@@ -57,7 +57,7 @@ def test_paper_defaults():
 
 def test_layers_and_prior_are_swappable_by_config():
     """The decoder builds its layers and each layer its prior from the registry."""
-    from mmdet_ddetr.models.smca import SMCAGaussianPrior, SMCATransformerDecoderLayer
+    from mmdet_ddetr.models.smca_detr import SMCAGaussianPrior, SMCATransformerDecoderLayer
     from tests.models.smca.common import small_smca_cfg
 
     @MODELS.register_module(name='SMCATestLayer', force=True)

@@ -8,9 +8,9 @@ from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmdet.models.layers.transformer import (DetrTransformerDecoderLayer,
                                              DetrTransformerEncoderLayer)
 from mmdet_ddetr.models.efficient import (LeanDetrTransformerDecoderLayer,
-                                                 LeanDetrTransformerEncoder,
-                                                 LeanDetrTransformerEncoderLayer,
-                                                 LeanMultiheadAttention, lean_attention)
+                                          LeanDetrTransformerEncoder,
+                                          LeanDetrTransformerEncoderLayer,
+                                          LeanMultiheadAttention, lean_attention)
 from mmdet_ddetr.models.common import fast_dropout as fast_dropout_module
 
 BS, NQ, NK, DIM, HEADS = 2, 7, 11, 32, 4

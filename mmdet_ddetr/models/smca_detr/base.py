@@ -28,12 +28,12 @@ from mmdet.models.layers.transformer import MLP, DetrTransformerDecoder
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
-from ..efficient import LeanDetrTransformerDecoderLayer
 from ..common import WeightsFitMixin, build_module
 from ..common.build_checks import check_head_type
+from ..efficient import LeanDetrTransformerDecoderLayer
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
-from .smca_head import SMCAHead
+from .head import SMCAHead
 
 
 def check_heads(attn_cfg: Optional[dict], where: str) -> None:

@@ -1,7 +1,7 @@
 """SMCA-DETR (arXiv 2101.07448): spatially modulated co-attention, single- and multi-scale.
 
 One paper concept per module: :mod:`.gaussian_prior` (log G), :mod:`.scale_selection`
-(alpha), :mod:`.smca_head` (box head); the two variants are siblings over :mod:`.base`:
+(alpha), :mod:`.head` (box head); the two variants are siblings over :mod:`.base`:
 :mod:`.single_scale` (the official model) and :mod:`.multi_scale` (the paper's Sec. 3.3).
 Official checkpoint keys -> ours: :mod:`mmdet_ddetr.converters.smca`.
 """
@@ -12,7 +12,7 @@ from .multi_scale import (SMCAMultiScaleDecoder, SMCAMultiScaleDecoderLayer, SMC
                           SMCAMultiScaleEncoder)
 from .scale_selection import SMCAScaleSelection
 from .single_scale import SMCADETR, SMCATransformerDecoder, SMCATransformerDecoderLayer
-from .smca_head import SMCAHead
+from .head import SMCAHead
 
 __all__ = [
     'SCALE_TYPES', 'OFFICIAL_SCALE_TYPES', 'canonical_scale_type', 'SMCAGaussianPrior',
