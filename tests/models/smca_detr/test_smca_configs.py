@@ -58,7 +58,7 @@ def test_paper_defaults():
 def test_layers_and_prior_are_swappable_by_config():
     """The decoder builds its layers and each layer its prior from the registry."""
     from mmdet_ddetr.models.smca_detr import SMCAGaussianPrior, SMCATransformerDecoderLayer
-    from tests.models.smca.common import small_smca_cfg
+    from tests.models.smca_detr.common import small_smca_cfg
 
     @MODELS.register_module(name='SMCATestLayer', force=True)
     class _Layer(SMCATransformerDecoderLayer):
@@ -80,7 +80,7 @@ def test_feat_level_picks_the_neck_output_that_feeds_the_transformer():
     """With an FPN neck, feat_level=0 runs SMCA on the finest map (P3 of C3-C5); the Gaussian
     grid follows that map; an out-of-range level fails at build time."""
     from tests.conftest import make_batch
-    from tests.models.smca.common import small_smca_cfg
+    from tests.models.smca_detr.common import small_smca_cfg
 
     cfg = small_smca_cfg()
     cfg['backbone'].update(out_indices=(1, 2, 3))

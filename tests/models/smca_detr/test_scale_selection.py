@@ -4,7 +4,7 @@ from torch import nn
 
 from mmdet.registry import MODELS
 from mmdet_ddetr.models.smca_detr import SMCAScaleSelection
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 
 def test_weights_are_per_query_and_per_image():

@@ -9,7 +9,7 @@ from mmdet.registry import MODELS
 from mmdet_ddetr.models.smca_detr.feature_stride import (check_stride_setting, derive_stride,
                                                          resolve_stride)
 from tests.conftest import build_model, make_batch
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 
 @pytest.mark.parametrize('input_hw, feat_hw, stride', [

@@ -5,7 +5,7 @@ import torch
 
 from mmdet.registry import MODELS
 from tests.conftest import build_model, make_batch, small_ddetr_cfg
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 
 @pytest.mark.parametrize('two_stage', [False, True])

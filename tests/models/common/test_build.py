@@ -10,7 +10,7 @@ from mmdet.registry import MODELS
 from mmdet_ddetr.models.efficient import LeanMultiheadAttention
 from mmdet_ddetr.models.common import build_module
 from tests.conftest import build_model, small_ddetr_cfg
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 
 def test_default_type_defaults_and_no_mutation():

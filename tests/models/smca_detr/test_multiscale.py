@@ -4,7 +4,7 @@ import torch
 
 from mmdet_ddetr.models.smca_detr import SMCAScaleSelection
 from tests.conftest import build_model, make_batch
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 
 def _randomise_selection(model):

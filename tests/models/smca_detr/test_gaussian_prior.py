@@ -6,7 +6,7 @@ from torch import nn
 from mmdet.registry import MODELS
 from mmdet_ddetr.models.smca_detr import SMCAGaussianPrior, canonical_scale_type
 from mmdet_ddetr.models.smca_detr.base import add_padding_mask
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 
 def _prior(scale_type='fixed', heads=2, dims=8, smooth=8.0, shared_heads=False):
