@@ -2,7 +2,7 @@
 from typing import Any, Callable, Dict
 
 from tests.conftest import small_ddetr_cfg
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 SMALL_VARIANTS: Dict[str, Callable[[], Dict[str, Any]]] = {
     'ddetr': lambda: small_ddetr_cfg(),

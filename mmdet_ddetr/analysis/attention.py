@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from ..models.layers.efficient import LeanMultiheadAttention
-from ..models.layers.ms_deform_attn import MSDeformAttention
+from ..models.efficient import LeanMultiheadAttention
+from ..models.deformable_detr.deformable_attention import MSDeformAttention
 
 
 @dataclass
@@ -145,7 +145,7 @@ class SMCARecorder:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        from ..models.smca import SMCADecoderLayerBase
+        from ..models.smca_detr import SMCADecoderLayerBase
         self._layers = [m for m in model.modules() if isinstance(m, SMCADecoderLayerBase)]
         if not self._layers:
             raise ValueError('the model has no SMCA decoder layer to record')

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from mmdet.structures import DetDataSample
 
-from ..models.layers.ms_deform_attn import MSDeformAttention
+from ..models.deformable_detr.deformable_attention import MSDeformAttention
 from .msda_flops import BILINEAR_TAPS, MSDA_OPS, msda_flop_handle, msda_sampling_flops
 
 

@@ -10,7 +10,7 @@ from typing import Dict, Mapping
 
 import torch
 
-from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES
+from ..models.smca_detr.gaussian_prior import OFFICIAL_SCALE_TYPES
 from .checkpoint_io import ConverterError, state_dict_of
 from .coco_ids import COCO80_IDS
 from .rename import FFN_PARTS, Rules, first_match, layer_rules

@@ -134,7 +134,7 @@ class ExportableDetector(nn.Module):
     @property
     def needs_sample_per_image(self) -> bool:
         """SMCA builds its masks and Gaussian sizes image by image (fixed batch on export)."""
-        from ..models.detectors.ddetr import DDETR
+        from ..models.deformable_detr.detector import DDETR
         return not isinstance(self.detector, DDETR)
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -167,8 +167,8 @@ def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None)
 
 
 def _check_supported(detector: nn.Module) -> None:
-    from ..models.detectors.ddetr import DDETR
-    from ..models.smca import SMCADETRBase
+    from ..models.deformable_detr.detector import DDETR
+    from ..models.smca_detr import SMCADETRBase
     if not isinstance(detector, (DDETR, SMCADETRBase)):
         raise UnsupportedExport(
             f'{type(detector).__name__} is not exportable here: export_onnx supports this '

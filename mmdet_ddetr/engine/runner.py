@@ -2,7 +2,7 @@
 that must fit the model wherever results are produced.
 
 Weights: mmengine loads checkpoints with ``strict=False`` and only logs what did not fit.
-:class:`RegionalCompileRunner` tells the detector (:class:`~mmdet_ddetr.models.utils.
+:class:`RegionalCompileRunner` tells the detector (:class:`~mmdet_ddetr.models.common.
 WeightsFitMixin`) why it loads: ``tools/test.py`` and validation-only runs load strictly,
 ``--resume`` strictly and only files with training state, ``load_from`` for training partially
 (reported, refused when almost nothing fits).
@@ -25,7 +25,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from ..models.utils.weights_fit import weights_loading_mode
+from ..models.common.weights_fit import weights_loading_mode
 from .checkpoint_safety import CheckpointLoadError
 from .compile import compile_detector
 
@@ -49,7 +49,7 @@ class RegionalCompileRunner(Runner):
     Loading: ``load_from`` in :meth:`train` fine-tunes (``'partial'``), :meth:`resume` needs
     the same model and a checkpoint with training state (``'resume'``), everything else --
     ``tools/test.py``, ``val`` -- loads strictly (see
-    :mod:`mmdet_ddetr.models.utils.weights_fit`).
+    :mod:`mmdet_ddetr.models.common.weights_fit`).
     """
 
     _load_purpose: Optional[str] = None  # 'partial' while training, 'resume' while resuming

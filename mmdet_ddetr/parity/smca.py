@@ -1,4 +1,5 @@
-"""Parity of :class:`mmdet_ddetr.models.smca.SMCADETR` with the official single-scale SMCA-DETR.
+"""Parity of :class:`mmdet_ddetr.models.smca_detr.SMCADETR` with the official single-scale
+SMCA-DETR.
 
 An SMCA fixture (``smca_*.pt``, format in ``tests/data/official/FORMAT.md``; fixture
 ``meta['family'] == 'smca_detr_single_scale'``) stores the official hyper-parameters, weights,
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from ..converters.smca import convert_smca_official_state_dict
 from .common import data_samples, hungarian_matching, load_converted, max_diff, to_device
-from ..models.smca.gaussian_prior import OFFICIAL_SCALE_TYPES, SMCAGaussianPrior
+from ..models.smca_detr.gaussian_prior import OFFICIAL_SCALE_TYPES, SMCAGaussianPrior
 
 # Value of fixture['meta']['family'] for SMCA fixtures.
 FAMILY = 'smca_detr_single_scale'

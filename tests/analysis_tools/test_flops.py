@@ -10,7 +10,7 @@ import torch
 
 from mmdet_ddetr.analysis.flops import (count_flops, expected_msda_flops, msda_sampling_flops,
                                         resized_shape)
-from mmdet_ddetr.models.layers.ms_deform_attn import MSDeformAttention
+from mmdet_ddetr.models.deformable_detr.deformable_attention import MSDeformAttention
 from tests.conftest import build_model, small_ddetr_cfg
 
 REPO = Path(__file__).resolve().parents[2]

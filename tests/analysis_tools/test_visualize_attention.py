@@ -11,7 +11,7 @@ from mmengine.config import Config
 
 from mmdet_ddetr.analysis.attention import MSDARecorder, SMCARecorder, level_token_index
 from mmdet_ddetr.analysis.flops import TensorForward
-from mmdet_ddetr.models.layers.ms_deform_attn import MSDeformAttention
+from mmdet_ddetr.models.deformable_detr.deformable_attention import MSDeformAttention
 from tests.conftest import build_model, make_batch, small_ddetr_cfg
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from typing import Dict, Optional, Tuple
 import pytest
 import torch
 
-from mmdet_ddetr.models.layers import MSDeformAttention
+from mmdet_ddetr.models.deformable_detr import MSDeformAttention
 from .conftest import record, rel_err
 
 pytestmark = pytest.mark.cuda

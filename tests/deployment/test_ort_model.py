@@ -7,7 +7,7 @@ from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 from mmdet_ddetr.deployment import build_detector, export_onnx
-from tests.models.smca.test_smca_runner import _tiny_cfg, tiny_data  # noqa: F401 (fixture)
+from tests.models.smca_detr.test_smca_runner import _tiny_cfg, tiny_data  # noqa: F401 (fixture)
 
 
 def _test(cfg, dump):

@@ -11,7 +11,7 @@ from mmengine.model import BaseModel
 from torch.utils.data import Dataset
 
 from mmdet.registry import DATASETS, MODELS
-from mmdet_ddetr.models.utils import WeightsFitMixin
+from mmdet_ddetr.models.common import WeightsFitMixin
 
 DIM = 8
 

@@ -8,7 +8,7 @@ import torch._dynamo
 
 from mmdet_ddetr.engine.compile import compile_detector
 from tests.conftest import build_model, make_batch, small_ddetr_cfg
-from tests.models.smca.common import small_smca_cfg
+from tests.models.smca_detr.common import small_smca_cfg
 
 
 class CountingBackend:

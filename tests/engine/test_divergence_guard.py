@@ -129,7 +129,7 @@ def _assign(assigner_type):
 
 
 def test_matcher_names_non_finite_costs_before_scipy():
-    from mmdet_ddetr.models.task_modules import NonFiniteCostError
+    from mmdet_ddetr.models.common import NonFiniteCostError
     with pytest.raises(NonFiniteCostError, match='training diverged'):
         _assign('FiniteCostHungarianAssigner')
     with pytest.raises(ValueError, match='invalid numeric entries'):  # mmdet's, for contrast

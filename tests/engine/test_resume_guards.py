@@ -63,7 +63,7 @@ def test_resume_with_another_model_says_the_model_differs(tmp_path):
 
 def test_load_from_fine_tunes_partially_and_reports(tmp_path):
     """Through our runner, load_from fills what fits and reports the rest by group (the
-    refusal of a checkpoint of which almost nothing fits: tests/models/utils)."""
+    refusal of a checkpoint of which almost nothing fits: tests/models/common)."""
     cfg = write_toy_config(tmp_path / 'toy.py', max_epochs=1)
     _train(cfg, tmp_path / 'a')
     ckpt = str(tmp_path / 'a' / 'epoch_1.pth')

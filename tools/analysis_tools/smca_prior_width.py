@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     from mmdet.apis import inference_detector, init_detector
 
     import mmdet_ddetr  # noqa: F401  (registers the models)
-    from mmdet_ddetr.models.smca import SMCAGaussianPrior
+    from mmdet_ddetr.models.smca_detr import SMCAGaussianPrior
     quiet_init_log(args.verbose)
     model = init_detector(args.config, args.checkpoint, device=args.device)
     priors = [m for m in model.modules()

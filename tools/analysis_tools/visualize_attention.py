@@ -216,7 +216,7 @@ def draw_smca(model, recorder, dets, image, args, out_dir) -> List[str]:
     h, w = layer.spatial_shapes[s]
     import torch
 
-    from mmdet_ddetr.models.smca.feature_stride import resolve_stride
+    from mmdet_ddetr.models.smca_detr.feature_stride import resolve_stride
     setting = model.decoder.stride_settings()[s]
     # The canvas is the padded input: the stride of scale s as the model resolved it.
     input_hw = (int(image.shape[0]), int(image.shape[1]))
@@ -249,7 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     from mmdet.apis import init_detector
     from mmdet_ddetr.analysis.attention import MSDARecorder, SMCARecorder
     from mmdet_ddetr.analysis.flops import TensorForward
-    from mmdet_ddetr.models.layers.ms_deform_attn import MSDeformAttention
+    from mmdet_ddetr.models.deformable_detr.deformable_attention import MSDeformAttention
 
     quiet_init_log(args.verbose)
     model = init_detector(args.config, args.checkpoint, device=args.device)
@@ -258,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     forward = TensorForward(model, samples)
 
     is_ddetr = any(isinstance(m, MSDeformAttention) for m in model.modules())
-    from mmdet_ddetr.models.smca import SMCADecoderLayerBase
+    from mmdet_ddetr.models.smca_detr import SMCADecoderLayerBase
     is_smca = any(isinstance(m, SMCADecoderLayerBase) for m in model.modules())
     if not (is_ddetr or is_smca):
         raise SystemExit('error: the model has neither deformable attention nor SMCA layers; '

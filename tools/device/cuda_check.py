@@ -426,7 +426,7 @@ def save_wheel(run: Run, wheel: Path) -> None:
 
 IMPORTS = '''
 import mmcv, mmdet, mmengine, torch, mmdet_ddetr
-from mmdet_ddetr.models.layers import MSDeformAttention  # noqa: F401
+from mmdet_ddetr.models.deformable_detr import MSDeformAttention  # noqa: F401
 print('mmcv', mmcv.__version__, 'mmdet', mmdet.__version__, 'mmengine', mmengine.__version__,
       'torch', torch.__version__, 'mmdet_ddetr', mmdet_ddetr.__version__, mmdet_ddetr.__file__)
 '''

@@ -1,3 +1,0 @@
-from .ddetr_head import DDETRHead
-
-__all__ = ['DDETRHead']

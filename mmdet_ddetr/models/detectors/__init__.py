@@ -1,3 +1,0 @@
-from .ddetr import DDETR
-
-__all__ = ['DDETR']
