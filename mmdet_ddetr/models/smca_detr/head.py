@@ -1,5 +1,5 @@
 """SMCA box head: DETR head whose box centres are predicted relative to the Gaussian centre."""
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from mmengine.model import bias_init_with_prob
@@ -58,7 +58,8 @@ class SMCAHead(OfficialCriterionMixin, DETRHead):
         super().init_weights()
         nn.init.constant_(self.fc_cls.bias, bias_init_with_prob(0.01))
 
-    def forward(self, hidden_states: Tensor, references: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, hidden_states: Tensor,
+                references: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Predict class logits and boxes of every decoder layer.
 
         Args:
@@ -69,12 +70,17 @@ class SMCAHead(OfficialCriterionMixin, DETRHead):
             tuple[Tensor, Tensor]: class logits (num_layers, bs, num_queries, cls_out_channels)
             and normalised (cx, cy, w, h) boxes (num_layers, bs, num_queries, 4).
         """
+        if references is None:  # mmdet's DETR passes only hidden_states
+            raise TypeError(
+                "SMCAHead predicts boxes relative to the SMCA decoder's Gaussian centres, which "
+                "this detector does not pass: use it with type='SMCADETR' or "
+                "'SMCAMultiScaleDETR' (mmdet's DETR goes with mmdet's DETRHead).")
         layers_cls_scores = self.fc_cls(hidden_states)
         reg = self.fc_reg(self.activate(self.reg_ffn(hidden_states)))
         reg = torch.cat([reg[..., :2] + references, reg[..., 2:]], dim=-1)
         return layers_cls_scores, reg.sigmoid()
 
-    def loss(self, hidden_states: Tensor, references: Tensor,
+    def loss(self, hidden_states: Tensor, references: Optional[Tensor] = None, *,
              batch_data_samples: SampleList) -> Dict[str, Tensor]:
         """Losses of every decoder layer (mmdet names: ``loss_cls``, ``d0.loss_cls``, ...)."""
         batch_gt_instances = [s.gt_instances for s in batch_data_samples]
@@ -82,7 +88,7 @@ class SMCAHead(OfficialCriterionMixin, DETRHead):
         outs = self(hidden_states, references)
         return self.loss_by_feat(*outs, batch_gt_instances, batch_img_metas)
 
-    def loss_and_predict(self, hidden_states: Tensor, references: Tensor,
+    def loss_and_predict(self, hidden_states: Tensor, references: Optional[Tensor] = None, *,
                          batch_data_samples: SampleList) -> Tuple[dict, InstanceList]:
         """Losses and detections from one forward of the head."""
         batch_gt_instances = [s.gt_instances for s in batch_data_samples]
@@ -92,7 +98,7 @@ class SMCAHead(OfficialCriterionMixin, DETRHead):
         predictions = self.predict_by_feat(*outs, batch_img_metas=batch_img_metas)
         return losses, predictions
 
-    def predict(self, hidden_states: Tensor, references: Tensor,
+    def predict(self, hidden_states: Tensor, references: Optional[Tensor] = None, *,
                 batch_data_samples: SampleList, rescale: bool = True) -> InstanceList:
         """Detections from the last decoder layer."""
         batch_img_metas = [s.metainfo for s in batch_data_samples]
