@@ -84,7 +84,7 @@ pred = inferencer(sys.argv[2], return_datasamples=True)['predictions'][0].pred_i
 keep = pred.scores >= 0.3
 classes = inferencer.model.dataset_meta['classes']
 found = ', '.join(f'{classes[int(l)]} {float(s):.2f}' for l, s in
-                  zip(pred.labels[keep], pred.scores[keep]))
+                  zip(pred.labels[keep][:10], pred.scores[keep][:10]))
 print(f'  DetInferencer(weights={sys.argv[1]}): {int(keep.sum())} objects >= 0.3: {found}')
 PY
 
