@@ -7,7 +7,7 @@ from .build import build_module
 from .fast_dropout import FastDropout, use_fast_dropout
 from .init import TorchDefaultInit
 from .layer_parts import add_ffn_and_norms
-from .levels import valid_ratio
+from .levels import valid_ratio, valid_size
 from .set_prediction_loss import (FiniteCostHungarianAssigner, NonFiniteCostError,
                                   SetPredictionLossMixin)
 from .weights_fit import (WeightsFitMixin, WeightsMismatchError, compare_weights,
@@ -16,5 +16,6 @@ from .weights_fit import (WeightsFitMixin, WeightsMismatchError, compare_weights
 __all__ = [
     'build_module', 'FastDropout', 'use_fast_dropout', 'FiniteCostHungarianAssigner',
     'NonFiniteCostError', 'SetPredictionLossMixin', 'add_ffn_and_norms', 'valid_ratio',
-    'TorchDefaultInit', 'WeightsFitMixin', 'WeightsMismatchError', 'compare_weights', 'weights_loading_mode'
+    'valid_size', 'TorchDefaultInit', 'WeightsFitMixin', 'WeightsMismatchError',
+    'compare_weights', 'weights_loading_mode'
 ]

@@ -3,7 +3,6 @@ Detection", arXiv 2010.04159): single-scale, multi-scale, iterative box refineme
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import xavier_init
 from torch import Tensor, nn
 from torch.nn.init import normal_
@@ -15,9 +14,11 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 from .deformable_attention import MSDeformAttention
 from .head import DDETRHead
-from ..common import WeightsFitMixin, build_module, valid_ratio
+from ..common import WeightsFitMixin, build_module
 from ..common.build_checks import check_head_type
 from ..common.config_checks import check_detector_sizes
+from ..common.levels import (flatten_levels, image_padding_mask, is_padded, level_masks,
+                             valid_ratio)
 
 
 @MODELS.register_module()
@@ -178,56 +179,30 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
             raise ValueError(f'the neck gave {len(mlvl_feats)} feature maps but '
                              f'num_feature_levels={self.num_feature_levels}')
         bs = mlvl_feats[0].size(0)
-        image_mask = self.padding_mask(mlvl_feats[0], batch_data_samples)
         # Plain ints in eager mode, symbolic under torch.compile(dynamic=True) and torch.export:
         # int() would specialise the graph to one image size.
         spatial_shape_list = [(f.shape[-2], f.shape[-1]) for f in mlvl_feats]
-
-        feats, masks, positions = [], [], []
-        for lvl, feat in enumerate(mlvl_feats):
-            if image_mask is None:
-                mask = None
-                pos = self.positional_encoding(None, input=feat)
-            else:
-                # Nearest-neighbour downsampling of the image mask, as the official backbone.
-                mask = F.interpolate(image_mask[None], size=feat.shape[-2:]).to(torch.bool)[0]
-                pos = self.positional_encoding(mask)
-            feats.append(feat.flatten(2).transpose(1, 2))
-            positions.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
-            masks.append(mask)
+        # No mask at all when no image is padded: every level is then fully valid, and the
+        # attention skips the masking.
+        masks = None
+        if batch_data_samples is not None and is_padded(batch_data_samples):
+            image_mask = image_padding_mask(batch_data_samples, mlvl_feats[0].device)
+            masks = level_masks(image_mask, mlvl_feats)
+        levels = flatten_levels(mlvl_feats, masks, self.positional_encoding, self.level_embed)
 
         spatial_shapes = shapes_tensor(spatial_shape_list, mlvl_feats[0].device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1, )),
                                        spatial_shapes.prod(1).cumsum(0)[:-1]))
-        if image_mask is None:
-            mask_flatten = None
+        if masks is None:
             valid_ratios = mlvl_feats[0].new_ones(bs, len(mlvl_feats), 2)
         else:
-            mask_flatten = torch.cat([m.flatten(1) for m in masks], 1)
             valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1)
         shared = dict(spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                       valid_ratios=valid_ratios, spatial_shape_list=spatial_shape_list)
-        encoder_inputs_dict = dict(feat=torch.cat(feats, 1), feat_mask=mask_flatten,
-                                   feat_pos=torch.cat(positions, 1), **shared)
-        decoder_inputs_dict = dict(memory_mask=mask_flatten, **shared)
+        encoder_inputs_dict = dict(feat=levels.feat, feat_mask=levels.mask, feat_pos=levels.pos,
+                                   **shared)
+        decoder_inputs_dict = dict(memory_mask=levels.mask, **shared)
         return encoder_inputs_dict, decoder_inputs_dict
-
-    @staticmethod
-    def padding_mask(feat: Tensor, batch_data_samples: OptSampleList) -> Optional[Tensor]:
-        """(bs, H, W) float mask of the padded batch, 1 at padding; None when no image is
-        padded (then every level is fully valid and masking can be skipped)."""
-        if batch_data_samples is None:
-            return None
-        pad_h, pad_w = batch_data_samples[0].batch_input_shape
-        sizes = [s.img_shape for s in batch_data_samples]
-        if all(h == pad_h and w == pad_w for h, w in sizes):
-            return None
-        sizes = torch.tensor(sizes, device=feat.device)
-        ys = torch.arange(pad_h, device=feat.device)
-        xs = torch.arange(pad_w, device=feat.device)
-        mask = (ys[None, :, None] >= sizes[:, 0, None, None]) | \
-               (xs[None, None, :] >= sizes[:, 1, None, None])
-        return mask.float()
 
     def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor], feat_pos: Tensor,
                         spatial_shapes: Tensor, level_start_index: Tensor,

@@ -12,6 +12,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from ..common.levels import valid_size
 
 SCORINGS = ('objectness', 'class0')
 
@@ -86,10 +87,8 @@ class DDETRProposalGenerator(BaseModule):
         for lvl, (h, w) in enumerate(spatial_shape_list):
             if memory_mask is not None:
                 level_mask = memory_mask[:, start:start + h * w].view(bs, h, w)
-                valid_h = (~level_mask[:, :, 0]).sum(1)
-                valid_w = (~level_mask[:, 0, :]).sum(1)
                 # Normalise by the VALID size: centres in the padding fall outside (0, 1).
-                scale = torch.stack([valid_w, valid_h], -1).view(bs, 1, 1, 2)
+                scale = valid_size(level_mask).view(bs, 1, 1, 2)
             else:
                 scale = torch.tensor([w, h], dtype=torch.float32, device=device).view(1, 1, 1, 2)
             grid_y, grid_x = torch.meshgrid(
