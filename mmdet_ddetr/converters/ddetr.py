@@ -14,6 +14,8 @@ decoder ``self_attn.{in,out}_proj*``           ``self_attn.attn.{in,out}_proj*``
 ``transformer.enc_output(_norm)``              ``proposal_generator.memory_trans_{fc,norm}``
 ``transformer.pos_trans(_norm)``               ``proposal_generator.pos_trans_{fc,norm}``
 ``class_embed.i`` / ``bbox_embed.i.layers.j``  ``bbox_head.cls_branches.i`` / ``reg_branches.i.(2j)``
+last ``class_embed`` / ``bbox_embed``          ``proposal_generator.cls_branch`` / ``reg_branch``
+(two-stage: the encoder's)
 ``query_embed``                                ``query_embedding``
 ``input_proj.l.0/1`` (backbone level l)        ``neck.convs.l.conv/gn``
 ``input_proj.l.0/1`` (extra level e)           ``neck.extra_convs.e.conv/gn``
@@ -27,6 +29,7 @@ from typing import Dict, Optional
 
 from torch import Tensor
 
+from ..models.deformable_detr.two_stage import move_proposal_branches
 from .checkpoint_io import ConverterError
 from .coco_ids import COCO80_IDS
 from .rename import FFN_PARTS, Rules, first_match, layer_rules
@@ -176,23 +179,21 @@ def _adapt_classifiers(sd: Dict[str, Tensor], proposal_scoring: str,
     if proposal_scoring not in ('class0', 'objectness'):
         raise ConverterError(f'unknown proposal scoring {proposal_scoring!r}; use class0 or '
                              'objectness')
-    two_stage = any(k.startswith('proposal_generator.') for k in sd)
-    enc_layer: Optional[int] = _num_pred_layers(sd) - 1 if two_stage else None
+    if any(k.startswith('proposal_generator.') for k in sd):
+        # Two-stage: the last class/box branches are the encoder proposals'.
+        move_proposal_branches(sd, _num_pred_layers(sd) - 1)
     if coco91_to_80:
         width = sd['bbox_head.cls_branches.0.weight'].shape[0]
         if width != 91:
             raise ConverterError(f'--coco91-to-80 expects 91 class logits, the checkpoint has '
                                  f'{width}')
     for key in list(sd):
-        m = re.match(r'^bbox_head\.cls_branches\.(\d+)\.(weight|bias)$', key)
-        if not m:
-            continue
-        if enc_layer is not None and int(m[1]) == enc_layer:
+        if re.match(r'^proposal_generator\.cls_branch\.(weight|bias)$', key):
             if proposal_scoring == 'objectness' or coco91_to_80:
                 # Proposals are ranked by channel 0 only; with the 91-id layout channel 0 is
                 # the unused id 0 that the official encoder loss trains as "object".
                 sd[key] = sd[key][:1].clone()
-        elif coco91_to_80:
+        elif coco91_to_80 and re.match(r'^bbox_head\.cls_branches\.\d+\.(weight|bias)$', key):
             sd[key] = sd[key][list(COCO80_IDS)].clone()
     return sd
 

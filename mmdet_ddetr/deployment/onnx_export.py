@@ -17,8 +17,9 @@ The graph:
   pipeline loads (BGR for ``LoadImageFromFile``); the data preprocessor's channel swap and
   mean/std normalisation are **inside** the graph. Images are not padded: one batch is one size.
 * outputs ``boxes`` (bs, k, 4) x1, y1, x2, y2 in input pixels, ``scores`` (bs, k) and
-  ``labels`` (bs, k) int64: the head's own post-processing (sigmoid, top-k over queries x
-  classes, clipping to the image) for the last decoder layer, batched; k = ``max_per_img``.
+  ``labels`` (bs, k) int64: the post-processing of ``predict``
+  (:func:`mmdet_ddetr.models.common.detections.topk_detections`: sigmoid, top-k over queries x
+  classes, clipping to the image) for the last decoder layer; k = ``max_per_img``.
 """
 import os
 import time
@@ -32,7 +33,7 @@ from torch import Tensor, nn
 
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
-from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from ..models.common.detections import topk_detections
 from ..ops import export_decompositions
 from ..utils import atomic_write
 
@@ -44,41 +45,6 @@ OUTPUT_NAMES = ('boxes', 'scores', 'labels')
 
 class UnsupportedExport(ValueError):
     """The model or an export option is not supported; the message names it and the fix."""
-
-
-def batched_detections(head: nn.Module, cls_scores: Tensor, bbox_preds: Tensor,
-                       img_hw: Tuple[int, int]) -> Tuple[Tensor, Tensor, Tensor]:
-    """The heads' ``_predict_by_feat_single`` for a whole batch of one image size.
-
-    Args:
-        head (nn.Module): :class:`DDETRHead` or :class:`SMCAHead` (reads ``num_classes``,
-            ``cls_out_channels`` and ``test_cfg``).
-        cls_scores (Tensor): (bs, num_queries, cls_out_channels) logits of the last layer.
-        bbox_preds (Tensor): (bs, num_queries, 4) normalised (cx, cy, w, h).
-        img_hw (tuple[int, int]): Input size; ints or symbolic ints.
-
-    Returns:
-        tuple[Tensor, Tensor, Tensor]: boxes (bs, k, 4) xyxy in input pixels, scores (bs, k),
-        labels (bs, k), sorted by score.
-    """
-    test_cfg = head.test_cfg or {}
-    # SMCA may keep its no-object logit; for sigmoid heads cls_out_channels == num_classes.
-    num_channels = (head.cls_out_channels if test_cfg.get('keep_no_object', False)
-                    else head.num_classes)
-    scores_all = cls_scores[..., :num_channels].sigmoid().flatten(1)
-    k = min(test_cfg.get('max_per_img', cls_scores.shape[1]), scores_all.shape[1])
-    scores, indexes = scores_all.topk(k, dim=1)
-    labels = indexes % num_channels
-    queries = torch.div(indexes, num_channels, rounding_mode='floor')
-    boxes = bbox_cxcywh_to_xyxy(bbox_preds.gather(1, queries[..., None].expand(-1, -1, 4)))
-    img_h, img_w = img_hw
-    x = boxes[..., 0::2] * img_w
-    y = boxes[..., 1::2] * img_h
-    if test_cfg.get('clip_boxes', True):
-        x = x.clamp(min=0).minimum(x.new_ones(()) * img_w)
-        y = y.clamp(min=0).minimum(y.new_ones(()) * img_h)
-    boxes = torch.stack((x[..., 0], y[..., 0], x[..., 1], y[..., 1]), -1)
-    return boxes, scores, labels
 
 
 class ExportableDetector(nn.Module):
@@ -141,8 +107,8 @@ class ExportableDetector(nn.Module):
         """(bs, 3, H, W) raw pixels -> boxes (bs, k, 4), scores (bs, k), labels (bs, k)."""
         x = self.preprocess(images)
         cls_scores, bbox_preds = self.detector._forward(x, self.samples(images))[:2]
-        return batched_detections(self.detector.bbox_head, cls_scores[-1], bbox_preds[-1],
-                                  tuple(images.shape[-2:]))
+        return topk_detections(self.detector.bbox_head, cls_scores[-1], bbox_preds[-1],
+                               tuple(images.shape[-2:]))
 
 
 def build_detector(config: Union[str, Config], checkpoint: Optional[str] = None) -> nn.Module:
@@ -328,6 +294,6 @@ def pytorch_detections(detector: nn.Module, images: Tensor) -> Tuple[Tensor, Ten
             torch.stack([o.labels for o in out]))
 
 
-__all__ = ['ExportableDetector', 'OrtDetector', 'UnsupportedExport', 'batched_detections',
+__all__ = ['ExportableDetector', 'OrtDetector', 'UnsupportedExport',
            'build_detector', 'compare_detections', 'export_onnx', 'pytorch_detections',
            'sample_images', 'verify_onnx', 'MIN_OPSET', 'DEFAULT_OPSET']

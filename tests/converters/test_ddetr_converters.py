@@ -107,7 +107,8 @@ def test_coco91_layout_keeps_the_80_real_classes():
     bias = out['bbox_head.cls_branches.0.bias']
     assert bias.shape == (80, ) and bias[0] == 1 and bias[-1] == 90 and 12 not in bias.tolist()
     # the encoder proposal branch keeps only logit 0, the one proposals are ranked by
-    assert out['bbox_head.cls_branches.2.bias'].tolist() == [0.0]
+    assert out['proposal_generator.cls_branch.bias'].tolist() == [0.0]
+    assert 'bbox_head.cls_branches.2.bias' not in out
 
 
 @pytest.mark.parametrize('variant', [dict(), dict(with_box_refine=True),

@@ -1,7 +1,7 @@
 """Build-time checks that a detector and its head belong together.
 
 This package's detectors give their heads arguments and inputs that only their own heads take
-(DDETR: ``enc_cls_channels``, the head width from the transformer; SMCA: the Gaussian-centre
+(DDETR: ``embed_dims``, the head width from the transformer; SMCA: the Gaussian-centre
 ``references``), and this package's heads rely on them. Paired with mmdet's counterpart, the
 model would build and then fail at the first forward with an opaque ``TypeError`` or a shape
 mismatch; these checks stop the build with the type to use instead.

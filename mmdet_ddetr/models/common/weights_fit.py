@@ -157,6 +157,8 @@ class WeightsFitMixin:
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
         mode, source = getattr(self, '_weights_mode', None) or ('strict', None)
+        # Before the check: keys of an earlier layout are renamed, not reported as misfits.
+        self._rename_legacy_keys(state_dict, prefix)
         fit = compare_weights(self, state_dict, prefix)
         name = type(self).__name__
         if mode == 'partial':
@@ -165,6 +167,11 @@ class WeightsFitMixin:
             raise WeightsMismatchError(_mismatch_message(fit, mode, source, name))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+
+    def _rename_legacy_keys(self, state_dict: Dict[str, torch.Tensor], prefix: str) -> None:
+        """Rename, in place, the keys of an earlier layout of this model to the current ones
+        (keys under ``prefix``). None by default; a detector whose layout changed overrides
+        it, so that its old checkpoints keep loading on every path."""
 
     @staticmethod
     def _report_partial(fit: WeightsFit, source: Optional[str], name: str) -> None:

@@ -1,9 +1,9 @@
 """Deformable DETR (Zhu et al., "Deformable DETR: Deformable Transformers for End-to-End Object
 Detection", arXiv 2010.04159): single-scale, multi-scale, iterative box refinement, two-stage."""
+import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import xavier_init
 from torch import Tensor, nn
 from torch.nn.init import normal_
@@ -15,9 +15,12 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 from .deformable_attention import MSDeformAttention
 from .head import DDETRHead
-from ..common import WeightsFitMixin, build_module, valid_ratio
+from .two_stage import move_proposal_branches
+from ..common import WeightsFitMixin, build_module
 from ..common.build_checks import check_head_type
 from ..common.config_checks import check_detector_sizes
+from ..common.levels import (flatten_levels, image_padding_mask, is_padded, level_masks,
+                             valid_ratio)
 
 
 @MODELS.register_module()
@@ -70,7 +73,7 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
         for key in ('share_pred_layer', 'num_pred_layer', 'as_two_stage', 'enc_cls_channels'):
             if key in bbox_head:
                 raise ValueError(f'bbox_head.{key} is derived from the detector '
-                                 '(with_box_refine / as_two_stage / proposal_generator); '
+                                 '(with_box_refine / as_two_stage / proposal_generator.scoring); '
                                  'remove it from the bbox_head config')
         dims = encoder['layer_cfg']['self_attn_cfg'].get('embed_dims', 256)
         if bbox_head.setdefault('embed_dims', dims) != dims:
@@ -78,15 +81,12 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
                              f'transformer is {dims} wide; drop embed_dims from bbox_head '
                              '(it follows the encoder)')
         # Refinement needs one box branch per layer; without it all layers share one branch
-        # (official). Two-stage adds one more branch pair for the encoder proposals.
+        # (official). The encoder-proposal branches belong to the proposal generator.
         bbox_head['share_pred_layer'] = not with_box_refine
-        bbox_head['num_pred_layer'] = decoder['num_layers'] + int(as_two_stage)
+        bbox_head['num_pred_layer'] = decoder['num_layers']
+        # The head's init then starts every decoder box branch at the reference box itself.
         bbox_head['as_two_stage'] = as_two_stage
         self.proposal_generator_cfg = dict(proposal_generator or {})
-        if as_two_stage:
-            scoring = self.proposal_generator_cfg.get('scoring', 'objectness')
-            bbox_head['enc_cls_channels'] = (1 if scoring == 'objectness' else
-                                             bbox_head.get('num_classes', 80))
         super().__init__(*args, neck=neck, encoder=encoder, decoder=decoder,
                          bbox_head=bbox_head, **kwargs)
 
@@ -112,6 +112,9 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
                     'from the attention config, it follows num_feature_levels)')
 
     def _init_layers(self) -> None:
+        # Made first, right after the head's branches (the order, hence the random initial
+        # weights, of the layout where they were the head's last branches).
+        proposal_branches = self._proposal_branches() if self.as_two_stage else {}
         self.positional_encoding = SinePositionalEncoding(**self.positional_encoding)
         self.encoder = build_module(self.encoder, 'DDETREncoder')
         self.decoder = build_module(self.decoder, 'DDETRDecoder')
@@ -129,11 +132,37 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
         if self.as_two_stage:
             self.proposal_generator = build_module(
                 self.proposal_generator_cfg, 'DDETRProposalGenerator',
-                embed_dims=self.embed_dims, num_queries=self.num_queries)
+                embed_dims=self.embed_dims, num_queries=self.num_queries,
+                num_classes=self.bbox_head.num_classes, num_reg_fcs=self.bbox_head.num_reg_fcs,
+                **proposal_branches)
         else:
             # Split into (query_pos, query) in pre_decoder, hence 2 * embed_dims.
             self.query_embedding = nn.Embedding(self.num_queries, self.embed_dims * 2)
             self.reference_points_fc = nn.Linear(self.embed_dims, 2)
+
+    def _proposal_branches(self) -> Dict[str, nn.Module]:
+        """The encoder-proposal scoring and box branches, initialised as the official code
+        does: clones of the head's (initial) decoder branches, shared with them when the
+        decoder branches are shared (no box refinement); a new 1-channel ``Linear`` for the
+        objectness score."""
+        head = self.bbox_head
+
+        def like_decoder(branch: nn.Module) -> nn.Module:
+            return branch if head.share_pred_layer else copy.deepcopy(branch)
+
+        scoring = self.proposal_generator_cfg.get('scoring', 'objectness')
+        channels = 1 if scoring == 'objectness' else head.num_classes
+        if channels == head.cls_out_channels:
+            cls_branch = like_decoder(head.cls_branches[0])
+        else:
+            cls_branch = nn.Linear(head.embed_dims, channels)
+        return dict(cls_branch=cls_branch, reg_branch=like_decoder(head.reg_branches[0]))
+
+    def _rename_legacy_keys(self, state_dict: Dict[str, Tensor], prefix: str) -> None:
+        """Checkpoints written before the proposal branches moved keep loading: their
+        ``bbox_head.{cls,reg}_branches.<num_layers>`` become the proposal generator's."""
+        if self.as_two_stage:
+            move_proposal_branches(state_dict, self.decoder.num_layers, prefix)
 
     def init_weights(self) -> None:
         """Official initialisation (Deformable DETR ``_reset_parameters``)."""
@@ -178,56 +207,30 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
             raise ValueError(f'the neck gave {len(mlvl_feats)} feature maps but '
                              f'num_feature_levels={self.num_feature_levels}')
         bs = mlvl_feats[0].size(0)
-        image_mask = self.padding_mask(mlvl_feats[0], batch_data_samples)
         # Plain ints in eager mode, symbolic under torch.compile(dynamic=True) and torch.export:
         # int() would specialise the graph to one image size.
         spatial_shape_list = [(f.shape[-2], f.shape[-1]) for f in mlvl_feats]
-
-        feats, masks, positions = [], [], []
-        for lvl, feat in enumerate(mlvl_feats):
-            if image_mask is None:
-                mask = None
-                pos = self.positional_encoding(None, input=feat)
-            else:
-                # Nearest-neighbour downsampling of the image mask, as the official backbone.
-                mask = F.interpolate(image_mask[None], size=feat.shape[-2:]).to(torch.bool)[0]
-                pos = self.positional_encoding(mask)
-            feats.append(feat.flatten(2).transpose(1, 2))
-            positions.append(pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1))
-            masks.append(mask)
+        # No mask at all when no image is padded: every level is then fully valid, and the
+        # attention skips the masking.
+        masks = None
+        if batch_data_samples is not None and is_padded(batch_data_samples):
+            image_mask = image_padding_mask(batch_data_samples, mlvl_feats[0].device)
+            masks = level_masks(image_mask, mlvl_feats)
+        levels = flatten_levels(mlvl_feats, masks, self.positional_encoding, self.level_embed)
 
         spatial_shapes = shapes_tensor(spatial_shape_list, mlvl_feats[0].device)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1, )),
                                        spatial_shapes.prod(1).cumsum(0)[:-1]))
-        if image_mask is None:
-            mask_flatten = None
+        if masks is None:
             valid_ratios = mlvl_feats[0].new_ones(bs, len(mlvl_feats), 2)
         else:
-            mask_flatten = torch.cat([m.flatten(1) for m in masks], 1)
             valid_ratios = torch.stack([valid_ratio(m) for m in masks], 1)
         shared = dict(spatial_shapes=spatial_shapes, level_start_index=level_start_index,
                       valid_ratios=valid_ratios, spatial_shape_list=spatial_shape_list)
-        encoder_inputs_dict = dict(feat=torch.cat(feats, 1), feat_mask=mask_flatten,
-                                   feat_pos=torch.cat(positions, 1), **shared)
-        decoder_inputs_dict = dict(memory_mask=mask_flatten, **shared)
+        encoder_inputs_dict = dict(feat=levels.feat, feat_mask=levels.mask, feat_pos=levels.pos,
+                                   **shared)
+        decoder_inputs_dict = dict(memory_mask=levels.mask, **shared)
         return encoder_inputs_dict, decoder_inputs_dict
-
-    @staticmethod
-    def padding_mask(feat: Tensor, batch_data_samples: OptSampleList) -> Optional[Tensor]:
-        """(bs, H, W) float mask of the padded batch, 1 at padding; None when no image is
-        padded (then every level is fully valid and masking can be skipped)."""
-        if batch_data_samples is None:
-            return None
-        pad_h, pad_w = batch_data_samples[0].batch_input_shape
-        sizes = [s.img_shape for s in batch_data_samples]
-        if all(h == pad_h and w == pad_w for h, w in sizes):
-            return None
-        sizes = torch.tensor(sizes, device=feat.device)
-        ys = torch.arange(pad_h, device=feat.device)
-        xs = torch.arange(pad_w, device=feat.device)
-        mask = (ys[None, :, None] >= sizes[:, 0, None, None]) | \
-               (xs[None, None, :] >= sizes[:, 1, None, None])
-        return mask.float()
 
     def forward_encoder(self, feat: Tensor, feat_mask: Optional[Tensor], feat_pos: Tensor,
                         spatial_shapes: Tensor, level_start_index: Tensor,
@@ -261,16 +264,11 @@ class DDETR(WeightsFitMixin, DetectionTransformer):
         """
         bs = memory.size(0)
         if self.as_two_stage:
-            output_memory, proposals = self.proposal_generator.proposals(
-                memory, memory_mask, spatial_shape_list)
-            enc_layer = self.decoder.num_layers
-            enc_outputs_class = self.bbox_head.cls_branches[enc_layer](output_memory)
-            enc_coords_unact = self.bbox_head.reg_branches[enc_layer](output_memory) + proposals
-            _, topk_coords_unact = self.proposal_generator.select(enc_outputs_class,
-                                                                  enc_coords_unact)
-            reference_points = topk_coords_unact.sigmoid()
-            query_pos, query = self.proposal_generator.queries(topk_coords_unact)
-            enc_outputs_coord = enc_coords_unact.sigmoid()
+            proposals = self.proposal_generator(memory, memory_mask, spatial_shape_list)
+            query, query_pos = proposals['query'], proposals['query_pos']
+            reference_points = proposals['reference_points']
+            enc_outputs_class = proposals['enc_outputs_class']
+            enc_outputs_coord = proposals['enc_outputs_coord']
         else:
             enc_outputs_class = enc_outputs_coord = None
             query_pos, query = torch.split(self.query_embedding.weight, self.embed_dims, dim=1)

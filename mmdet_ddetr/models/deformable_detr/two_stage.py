@@ -1,24 +1,28 @@
 """Two-stage Deformable DETR (paper Sec. 4.2 and App. A.4): the encoder proposes.
 
 Every encoder token becomes a proposal: a box centred on its pixel with size
-``0.05 * 2**level``; a head predicts a score and a box delta per token, and the top-k scoring
-boxes become the decoder's reference boxes, with queries derived from their position embedding.
+``0.05 * 2**level``; a scoring branch and a box branch predict a score and a box delta per
+token, and the top-k scoring boxes become the decoder's reference boxes, with queries derived
+from their position embedding. All of it is one module, :class:`DDETRProposalGenerator`.
 """
 import math
-from typing import Optional, Sequence, Tuple
+import re
+from typing import Dict, MutableMapping, Optional, Sequence, Tuple
 
 import torch
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, bias_init_with_prob, constant_init
 from torch import Tensor, nn
 
 from mmdet.registry import MODELS
+from ..common.levels import valid_size
 
 SCORINGS = ('objectness', 'class0')
 
 
 @MODELS.register_module()
 class DDETRProposalGenerator(BaseModule):
-    """Encoder-token proposals, their ranking and the decoder queries built from them.
+    """Encoder-token proposals, their scores and boxes, their ranking and the decoder queries
+    built from them.
 
     Args:
         embed_dims (int): Transformer width ``d``.
@@ -31,13 +35,22 @@ class DDETRProposalGenerator(BaseModule):
         valid_range (tuple[float, float]): A proposal is used only if all four normalised
             coordinates lie strictly inside this range (official: (0.01, 0.99)).
         temperature (int): Temperature of the proposal sine embedding.
+        num_classes (int): Width of the ``'class0'`` scoring branch.
+        num_reg_fcs (int): Hidden ``Linear`` + ReLU layers of the box branch (as the head's).
+        cls_branch (nn.Module, optional): The scoring branch, ``Linear(embed_dims, C)`` with
+            C = 1 (objectness) or ``num_classes`` (class0); built here when None. DDETR passes
+            the head's initial branch (or a copy), as the official code clones it.
+        reg_branch (nn.Module, optional): The box branch (inverse-sigmoid box delta); built
+            here when None.
         init_cfg (dict, optional): Initialisation config.
     """
 
     def __init__(self, embed_dims: int = 256, num_queries: int = 300,
                  scoring: str = 'objectness', base_size: float = 0.05,
                  valid_range: Tuple[float, float] = (0.01, 0.99), temperature: int = 10000,
-                 init_cfg=None) -> None:
+                 num_classes: int = 80, num_reg_fcs: int = 2,
+                 cls_branch: Optional[nn.Module] = None,
+                 reg_branch: Optional[nn.Module] = None, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         if scoring not in SCORINGS:
             raise ValueError(f'proposal_generator.scoring={scoring!r} is unknown; use one of '
@@ -55,12 +68,54 @@ class DDETRProposalGenerator(BaseModule):
         self.memory_trans_norm = nn.LayerNorm(embed_dims)
         self.pos_trans_fc = nn.Linear(embed_dims * 2, embed_dims * 2)
         self.pos_trans_norm = nn.LayerNorm(embed_dims * 2)
+        channels = 1 if scoring == 'objectness' else num_classes
+        if cls_branch is None:
+            cls_branch = nn.Linear(embed_dims, channels)
+        if cls_branch.out_features != channels:
+            raise ValueError(f'scoring={scoring!r} needs a {channels}-channel cls_branch, got '
+                             f'{cls_branch.out_features} channels')
+        if reg_branch is None:
+            layers = []
+            for _ in range(num_reg_fcs):
+                layers += [nn.Linear(embed_dims, embed_dims), nn.ReLU()]
+            reg_branch = nn.Sequential(*layers, nn.Linear(embed_dims, 4))
+        self.cls_branch = cls_branch
+        self.reg_branch = reg_branch
 
     def init_weights(self) -> None:
         # Xavier keeps the proposal features and query embeddings at unit scale, like the
         # other projections of the transformer (official _reset_parameters).
         nn.init.xavier_uniform_(self.memory_trans_fc.weight)
         nn.init.xavier_uniform_(self.pos_trans_fc.weight)
+        # As the head's branches (official): scores start at the focal-loss prior 0.01, and
+        # the first proposals are the anchor boxes themselves (zero box delta).
+        nn.init.constant_(self.cls_branch.bias, bias_init_with_prob(0.01))
+        constant_init(self.reg_branch[-1], 0, bias=0)
+
+    def forward(self, memory: Tensor, memory_mask: Optional[Tensor],
+                spatial_shape_list: Sequence[Tuple[int, int]]) -> Dict[str, Tensor]:
+        """Score every encoder token's proposal and build the decoder inputs from the top-k.
+
+        Args:
+            memory (Tensor): (bs, num_tokens, dim) encoder output.
+            memory_mask (Tensor | None): (bs, num_tokens), True at padding.
+            spatial_shape_list (list[tuple[int, int]]): (H_l, W_l) per level.
+
+        Returns:
+            dict[str, Tensor]: ``query`` and ``query_pos`` (bs, k, dim), ``reference_points``
+            (bs, k, 4) normalised (cx, cy, w, h), and for the encoder loss
+            ``enc_outputs_class`` (bs, num_tokens, C) logits and ``enc_outputs_coord``
+            (bs, num_tokens, 4) normalised boxes.
+        """
+        output_memory, proposals = self.proposals(memory, memory_mask, spatial_shape_list)
+        enc_outputs_class = self.cls_branch(output_memory)
+        enc_coords_unact = self.reg_branch(output_memory) + proposals
+        _, topk_coords_unact = self.select(enc_outputs_class, enc_coords_unact)
+        query_pos, query = self.queries(topk_coords_unact)
+        return dict(query=query, query_pos=query_pos,
+                    reference_points=topk_coords_unact.sigmoid(),
+                    enc_outputs_class=enc_outputs_class,
+                    enc_outputs_coord=enc_coords_unact.sigmoid())
 
     def proposals(self, memory: Tensor, memory_mask: Optional[Tensor],
                   spatial_shape_list: Sequence[Tuple[int, int]]) -> Tuple[Tensor, Tensor]:
@@ -86,10 +141,8 @@ class DDETRProposalGenerator(BaseModule):
         for lvl, (h, w) in enumerate(spatial_shape_list):
             if memory_mask is not None:
                 level_mask = memory_mask[:, start:start + h * w].view(bs, h, w)
-                valid_h = (~level_mask[:, :, 0]).sum(1)
-                valid_w = (~level_mask[:, 0, :]).sum(1)
                 # Normalise by the VALID size: centres in the padding fall outside (0, 1).
-                scale = torch.stack([valid_w, valid_h], -1).view(bs, 1, 1, 2)
+                scale = valid_size(level_mask).view(bs, 1, 1, 2)
             else:
                 scale = torch.tensor([w, h], dtype=torch.float32, device=device).view(1, 1, 1, 2)
             grid_y, grid_x = torch.meshgrid(
@@ -163,4 +216,28 @@ class DDETRProposalGenerator(BaseModule):
         return torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), -1).flatten(2)
 
 
-__all__ = ['DDETRProposalGenerator', 'SCORINGS']
+def move_proposal_branches(state_dict: MutableMapping[str, Tensor], enc_index: int,
+                           prefix: str = '') -> int:
+    """Rename the encoder-proposal branches of the earlier layout, in place.
+
+    They were the head's last branches, ``bbox_head.{cls,reg}_branches.<enc_index>.*`` (the
+    layout of mmdet's ``DeformableDETR`` and of checkpoints written before the branches moved);
+    they are now ``proposal_generator.{cls,reg}_branch.*``.
+
+    Args:
+        state_dict (MutableMapping[str, Tensor]): Weights, renamed in place.
+        enc_index (int): Index of the encoder branches in the old layout (= the number of
+            decoder layers).
+        prefix (str): Prefix of the detector's keys in ``state_dict``.
+
+    Returns:
+        int: How many keys were renamed (0 for a state dict of the current layout).
+    """
+    old = re.compile(rf'^{re.escape(prefix)}bbox_head\.(cls|reg)_branches\.{enc_index}\.(.*)$')
+    moves = [(key, m) for key in list(state_dict) for m in [old.match(key)] if m]
+    for key, m in moves:
+        state_dict[f'{prefix}proposal_generator.{m[1]}_branch.{m[2]}'] = state_dict.pop(key)
+    return len(moves)
+
+
+__all__ = ['DDETRProposalGenerator', 'SCORINGS', 'move_proposal_branches']

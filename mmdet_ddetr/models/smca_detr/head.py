@@ -11,11 +11,11 @@ from mmdet.registry import MODELS
 from mmdet.structures import SampleList
 from mmdet.utils import InstanceList
 
-from ..common.set_prediction_loss import OfficialCriterionMixin
+from ..common.set_prediction_loss import SetPredictionLossMixin
 
 
 @MODELS.register_module()
-class SMCAHead(OfficialCriterionMixin, DETRHead):
+class SMCAHead(SetPredictionLossMixin, DETRHead):
     """Head of SMCA-DETR.
 
     Differences from :class:`DETRHead` (all taken from the official code):
@@ -25,9 +25,11 @@ class SMCAHead(OfficialCriterionMixin, DETRHead):
     * classification: sigmoid focal loss; with ``with_no_object_logit`` (official layout) there
       are ``num_classes + 1`` logits whose last one is a "no-object" slot that is never a positive
       target (it only learns to stay low) and is ignored at inference unless
-      ``test_cfg.keep_no_object=True`` (the official PostProcess ranks it like a class);
-    * losses and detections as the official code (:class:`OfficialCriterionMixin`: exact
-      ``sum / num_boxes``, top-k over (query, class) pairs, ``test_cfg.clip_boxes``).
+      ``test_cfg.keep_no_object=True`` (the official PostProcess ranks it like a class; see
+      :func:`..common.detections.ranked_channels`);
+    * losses and detections as the official code (:class:`SetPredictionLossMixin`: matching
+      and losses in float32 under autocast, exact ``sum / num_boxes``, top-k over (query,
+      class) pairs, ``test_cfg.clip_boxes``).
 
     Args:
         num_classes: Object classes (without background).
@@ -119,9 +121,3 @@ class SMCAHead(OfficialCriterionMixin, DETRHead):
         if self.with_no_object_logit:
             labels = labels.masked_fill(labels == self.num_classes, self.cls_out_channels)
         return (labels, ) + tuple(targets[1:])
-
-    def _ranked_channels(self) -> int:
-        """The object classes, plus the no-object slot with ``test_cfg.keep_no_object``."""
-        if self.test_cfg.get('keep_no_object', False):
-            return self.cls_out_channels
-        return self.num_classes

@@ -4,7 +4,6 @@ one softmax per scale whose outputs are mixed by per-query scale-selection weigh
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
@@ -13,8 +12,9 @@ from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
 from ..common import build_module
+from ..common.levels import flatten_levels, image_padding_mask, level_masks
 from .base import (SMCADecoderBase, SMCADecoderLayerBase, SMCADETRBase, add_padding_mask,
-                   check_heads, image_wh)
+                   check_heads, image_wh, padded_input_hw)
 from .feature_stride import check_stride_setting, resolve_stride
 
 ENCODER_LAYER_TYPES = ('intra', 'multi')
@@ -274,23 +274,15 @@ class SMCAMultiScaleDETR(SMCADETRBase):
         if len(mlvl_feats) != self.num_feature_levels:
             raise ValueError(f'expected {self.num_feature_levels} feature levels, '
                              f'got {len(mlvl_feats)}')
-        bs = mlvl_feats[0].size(0)
-        input_h, input_w = batch_data_samples[0].batch_input_shape
-        img_masks = mlvl_feats[0].new_ones((bs, input_h, input_w))
-        for i, sample in enumerate(batch_data_samples):
-            h, w = sample.img_shape[:2]
-            img_masks[i, :h, :w] = 0
-        feats, masks, poss, shapes = [], [], [], []
-        for lvl, feat in enumerate(mlvl_feats):
-            # Nearest down-sampling of the image mask, as DETR/Deformable DETR (True = padding).
-            mask = F.interpolate(img_masks[None], size=feat.shape[-2:]).to(torch.bool)[0]
-            pos = self.positional_encoding(mask)
-            shapes.append(tuple(feat.shape[-2:]))
-            feats.append(feat.flatten(2).transpose(1, 2))
-            masks.append(mask.flatten(1))
-            poss.append(pos.flatten(2).transpose(1, 2).to(feat.dtype) +
-                        self.level_embed[lvl].view(1, 1, -1))
-        feat, mask, pos = torch.cat(feats, 1), torch.cat(masks, 1), torch.cat(poss, 1)
+        input_h, input_w = padded_input_hw(batch_data_samples)
+        # Masked even when no image is padded (unlike DDETR): dropping the mask would change
+        # which attention kernel runs, and with it the rounding of unpadded predictions.
+        masks = level_masks(image_padding_mask(batch_data_samples, mlvl_feats[0].device),
+                            mlvl_feats)
+        levels = flatten_levels(mlvl_feats, masks, self.positional_encoding, self.level_embed,
+                                pos_dtype=mlvl_feats[0].dtype)
+        feat, mask, pos = levels.feat, levels.mask, levels.pos
+        shapes = [tuple(f.shape[-2:]) for f in mlvl_feats]
         encoder_inputs = dict(feat=feat, feat_mask=mask, feat_pos=pos, spatial_shapes=shapes)
         decoder_inputs = dict(memory_mask=mask, memory_pos=pos, spatial_shapes=shapes,
                               img_wh=image_wh(batch_data_samples, feat),

@@ -1,4 +1,4 @@
-"""The loss and post-processing maths both heads share (OfficialCriterionMixin), checked on
+"""The loss and post-processing maths both heads share (SetPredictionLossMixin), checked on
 DDETRHead and SMCAHead as the shipped configs build them."""
 import copy
 
@@ -10,7 +10,8 @@ from mmengine.structures import InstanceData
 from mmdet.models.dense_heads import DETRHead
 from mmdet.registry import MODELS
 from mmdet_ddetr.models.common import set_prediction_loss
-from tests.conftest import REPO
+from tests.conftest import REPO, build_model, make_batch
+from tests.models.smca_detr.common import small_smca_cfg
 
 NUM_CLASSES, DIMS, QUERIES = 3, 16, 7
 EPS32 = torch.finfo(torch.float32).eps  # mmdet's mean reduction divides by avg_factor + EPS32
@@ -135,3 +136,46 @@ def test_smca_no_object_slot_is_ranked_only_on_request():
         cls, boxes, meta, rescale=False)
     assert kept.labels[0] == NUM_CLASSES and kept.scores[0] > 0.99
 
+
+
+@pytest.mark.parametrize('name', sorted(BASES))
+def test_quality_focal_loss_is_refused_with_the_supported_losses(name):
+    """DETRHead scores QualityFocalLoss targets by IoU in a branch of the loss this mixin
+    replaces: without the refusal the head would build and train on plain-label targets."""
+    cfg = Config.fromfile(str(BASES[name])).model.to_dict()['bbox_head']
+    cfg.update(num_classes=NUM_CLASSES, embed_dims=DIMS,
+               loss_cls=dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0))
+    if name == 'DDETRHead':
+        cfg.update(num_pred_layer=2, share_pred_layer=True, as_two_stage=False)
+    with pytest.raises(ValueError, match="QualityFocalLoss.*'FocalLoss'.*'CrossEntropyLoss'"):
+        MODELS.build(cfg)
+
+
+@pytest.mark.parametrize('multi_scale', [False, True], ids=['smca', 'smca-ms'])
+def test_smca_matching_and_losses_run_in_fp32_under_bf16_autocast(multi_scale):
+    """The head's outputs are bfloat16 under autocast; the matching costs and the losses
+    must see them in float32 (half-precision GIoU / cdist costs mis-match)."""
+    model = build_model(small_smca_cfg(multi_scale=multi_scale))
+    head = model.bbox_head
+    seen = []
+    for loss in (head.loss_cls, head.loss_bbox, head.loss_iou):
+        loss.register_forward_pre_hook(
+            lambda module, args: seen.append((type(module).__name__, args[0].dtype)))
+    assign = head.assigner.assign
+
+    def recording_assign(pred_instances, *args, **kwargs):
+        seen.append(('assigner', pred_instances.scores.dtype))
+        seen.append(('autocast', torch.is_autocast_enabled('cpu')))
+        return assign(pred_instances, *args, **kwargs)
+
+    head.assigner.assign = recording_assign
+    data = model.data_preprocessor(make_batch([(64, 80), (48, 64)]), training=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        feats = model.extract_feat(data['inputs'])
+        outs = model.forward_transformer(feats, data['data_samples'])
+        assert head(**outs)[0].dtype == torch.bfloat16  # what the loss is given
+        losses = head.loss(**outs, batch_data_samples=data['data_samples'])
+    assert {name for name, _ in seen} == {'FocalLoss', 'L1Loss', 'GIoULoss', 'assigner',
+                                          'autocast'}
+    assert all(value in (torch.float32, False) for _, value in seen), sorted(set(seen))
+    assert all(v.dtype == torch.float32 for v in losses.values())

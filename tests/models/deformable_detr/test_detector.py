@@ -91,12 +91,19 @@ def test_without_refinement_references_stay_the_initial_points():
 
 def test_objectness_branch_is_one_channel_and_separate():
     model = build_model(small_ddetr_cfg(as_two_stage=True))  # shared decoder branches
-    head = model.bbox_head
-    assert head.cls_branches[-1].out_features == 1
+    head, proposals = model.bbox_head, model.proposal_generator
+    assert len(head.cls_branches) == len(head.reg_branches) == model.decoder.num_layers
+    assert proposals.cls_branch.out_features == 1
     assert head.cls_branches[0] is head.cls_branches[1]
-    assert head.cls_branches[-1] is not head.cls_branches[0]
+    assert proposals.cls_branch is not head.cls_branches[0]
+    # Official layout without refinement: the encoder's branches are the decoder's.
     official = build_model(small_ddetr_cfg(as_two_stage=True, scoring='class0'))
-    assert official.bbox_head.cls_branches[-1].out_features == 3
+    assert official.proposal_generator.cls_branch.out_features == 3
+    assert official.proposal_generator.cls_branch is official.bbox_head.cls_branches[0]
+    assert official.proposal_generator.reg_branch is official.bbox_head.reg_branches[0]
+    refine = build_model(small_ddetr_cfg(as_two_stage=True, with_box_refine=True,
+                                         scoring='class0'))
+    assert refine.proposal_generator.cls_branch is not refine.bbox_head.cls_branches[0]
 
 
 @pytest.mark.parametrize('change,message', [

@@ -83,3 +83,55 @@ def test_box_sine_embedding_layout():
     # the cy block starts at 8 = embed_dims / 2
     y = 0.5 * 2 * math.pi
     torch.testing.assert_close(emb[0, 0, 8:10], torch.tensor([math.sin(y), math.cos(y)]))
+
+
+def _old_layout(state_dict, num_layers):
+    """The state dict as written before the proposal branches moved to the generator."""
+    old = {}
+    for key, value in state_dict.items():
+        for kind in ('cls', 'reg'):
+            moved = f'proposal_generator.{kind}_branch.'
+            if key.startswith(moved):
+                key = f'bbox_head.{kind}_branches.{num_layers}.' + key[len(moved):]
+        old[key] = value.clone()
+    return old
+
+
+@pytest.mark.parametrize('variant', [dict(with_box_refine=True),
+                                     dict(scoring='class0')], ids=['refine', 'shared-class0'])
+@pytest.mark.parametrize('loader', ['torch', 'mmengine'])
+def test_checkpoint_of_the_old_layout_loads_and_predicts_the_same(variant, loader):
+    from mmengine.runner.checkpoint import load_state_dict
+    from tests.conftest import build_model, make_batch, small_ddetr_cfg
+    cfg = small_ddetr_cfg(num_levels=2, as_two_stage=True, **variant)
+    model = build_model(cfg).eval()
+    for p in model.parameters():  # the zero-initialised branches must matter
+        p.data.add_(torch.randn_like(p) * 0.02)
+    old = _old_layout(model.state_dict(), model.decoder.num_layers)
+    assert not any(k.startswith('proposal_generator.cls_branch') for k in old)
+    torch.manual_seed(1)
+    fresh = build_model(cfg).eval()
+    if loader == 'torch':
+        fresh.load_state_dict(old)
+    else:
+        load_state_dict(fresh, old, strict=True)
+    data = model.data_preprocessor(make_batch([(64, 80), (48, 64)]))
+    with torch.no_grad():
+        feats = model.extract_feat(data['inputs'])
+        want = model.forward_transformer(feats, data['data_samples'])
+        got = fresh.forward_transformer(fresh.extract_feat(data['inputs']),
+                                        data['data_samples'])
+        want_out = model.bbox_head(want['hidden_states'], want['references'])
+        got_out = fresh.bbox_head(got['hidden_states'], got['references'])
+    for a, b in zip(want_out, got_out):
+        assert torch.equal(a, b)
+    # The encoder-proposal scores and boxes of the encoder loss (eval mode: no dropout).
+    with torch.no_grad():
+        enc_in = model.pre_transformer(feats, data['data_samples'])[0]
+        memory = model.forward_encoder(**enc_in)
+        want = model.proposal_generator(memory['memory'], memory['memory_mask'],
+                                        memory['spatial_shape_list'])
+        got = fresh.proposal_generator(memory['memory'], memory['memory_mask'],
+                                       memory['spatial_shape_list'])
+    for key in ('enc_outputs_class', 'enc_outputs_coord'):
+        assert torch.equal(want[key], got[key])
