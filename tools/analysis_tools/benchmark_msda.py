@@ -28,7 +28,7 @@ strides 8-64 of the image):
 import argparse
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -42,7 +42,7 @@ HEADS, HEAD_DIM, LEVELS, POINTS, BATCH = 8, 32, 4, 4, 2
 CONTESTS = ('backward', 'lowering', 'lowering-train')
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--shapes', nargs='+', default=['small', 'enc', 'dec'],
                         choices=list(SHAPES))
@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=10, help='timed iterations per contest')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def level_shapes(image: Tuple[int, int]) -> List[Tuple[int, int]]:
@@ -166,8 +166,8 @@ def run_contest(contest: str, shape: str, iters: int, warmup: int) -> Dict:
                 ratio=ratio, warmup_s=warm_s)
 
 
-def main(argv: Sequence[str] = None) -> None:
-    args = parse_args()
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, float32, batch {BATCH}, '
