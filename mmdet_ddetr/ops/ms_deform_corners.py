@@ -16,6 +16,13 @@ docs/benchmarks.md, "Compiled and ONNX Runtime against eager"). In eager mode th
 eager CPU kernel stays the ``grid_sample`` path; this one is only used as inductor's
 decomposition of the operator (:func:`.ms_deform_attn_op.register_inductor_decomposition`).
 
+Against inductor compiling the reference (:func:`.ms_deform_sampling.ms_deform_sample`, whose
+``grid_sample`` inductor turns into gathers and index arithmetic), this lowering runs the
+compiled forward 11.5x / 19.2x / 15.6x faster and a compiled forward + backward 2.6x / 2.7x /
+1.9x (R50 shapes: 426 / 1700 encoder queries, 300 decoder queries; batch 2, 2 CPU threads;
+``tools/analysis_tools/benchmark_msda.py --shapes small enc dec --iters 6 --warmup 1``,
+docs/benchmarks.md, "The deformable sampling's special paths against the reference").
+
 Same maths as ``grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False)``:
 pixel centres at (i + 0.5) / W, corners outside the map read zero. Results equal the
 ``grid_sample`` path to float rounding (about 1e-15 in float64).
