@@ -57,7 +57,8 @@ def level_shapes(image: Tuple[int, int]) -> List[Tuple[int, int]]:
     """Feature map sizes at strides 8, 16, 32, 64 (ResNet C3-C5 plus one extra level)."""
     shapes, (height, width) = [], image
     for _ in range(LEVELS):
-        height, width = -(-height // (8 if not shapes else 2)), -(-width // (8 if not shapes else 2))
+        stride = 2 if shapes else 8
+        height, width = -(-height // stride), -(-width // stride)  # ceil, as the convs round
         shapes.append((height, width))
     return shapes
 
