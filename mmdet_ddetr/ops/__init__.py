@@ -3,10 +3,10 @@
 Importing this package registers the ``torch.ops.mmdet_ddetr`` operators.
 """
 from .ms_deform_attn_op import (export_decompositions, ms_deform_attn, ms_deform_attn_backward,
-                                ms_deform_attn_forward, register_inductor_decomposition,
+                                ms_deform_attn_forward, ms_deform_sample,
+                                ms_deform_sample_backward, register_inductor_decomposition,
                                 safe_im2col_step)
 from .ms_deform_corners import ms_deform_sample_corners
-from .ms_deform_sampling import ms_deform_sample, ms_deform_sample_backward
 
 __all__ = ['ms_deform_attn', 'ms_deform_attn_forward', 'ms_deform_attn_backward',
            'safe_im2col_step', 'export_decompositions', 'register_inductor_decomposition',

@@ -2,7 +2,7 @@ import pytest
 import torch
 from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
 
-from mmdet_ddetr.ops.ms_deform_sampling import ms_deform_sample
+from mmdet_ddetr.ops.ms_deform_attn_op import ms_deform_sample
 
 
 def _inputs(shapes, bs=2, num_query=7, heads=3, head_dim=5, points=4, seed=0):
