@@ -34,7 +34,11 @@ model = dict(
     decoder=dict(
         num_layers=3,
         layer_cfg=dict(
-            self_attn_cfg=dict(embed_dims=embed_dims, num_heads=num_heads, dropout=0.0),
+            # CPU speed device (opt-in, docs/configs.md): mmcv's attention with the same weights
+            # and results that runs torch's fused kernel instead of materialising the softmax
+            # weights mmcv throws away. Every dropout here is 0, so no fast-dropout type is named.
+            self_attn_cfg=dict(type='LeanMultiheadAttention', embed_dims=embed_dims,
+                               num_heads=num_heads, dropout=0.0),
             cross_attn_cfg=dict(embed_dims=embed_dims, num_heads=num_heads, dropout=0.0),
             ffn_cfg=dict(embed_dims=embed_dims, feedforward_channels=ffn_channels,
                          ffn_drop=0.0))),

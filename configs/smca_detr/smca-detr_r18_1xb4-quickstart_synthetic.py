@@ -12,7 +12,12 @@ _base_ = [
 
 embed_dims = 128
 num_heads = 8
-attn_cfg = dict(embed_dims=embed_dims, num_heads=num_heads, dropout=0.0, batch_first=True)
+# CPU speed device (opt-in, docs/configs.md) for every attention (encoder, decoder self- and
+# co-attention): mmcv's attention with the same weights and results that runs torch's fused
+# kernel instead of materialising the softmax weights mmcv throws away. Every dropout here is 0,
+# so no fast-dropout type is named.
+attn_cfg = dict(type='LeanMultiheadAttention', embed_dims=embed_dims, num_heads=num_heads,
+                dropout=0.0, batch_first=True)
 ffn_cfg = dict(embed_dims=embed_dims, feedforward_channels=512, num_fcs=2, ffn_drop=0.0,
                act_cfg=dict(type='ReLU', inplace=True))
 

@@ -5,17 +5,20 @@
   interpret them (reference points, level shapes) captured by forward pre-hooks.
 * :class:`SMCARecorder`: for every SMCA decoder layer, the Gaussian log-prior of each head (a
   forward hook on :class:`SMCAGaussianPrior`) and the per-head, prior-modulated co-attention
-  weights (``softmax(QK^T / sqrt(d) + log G)``), which the co-attention
-  (:class:`LeanMultiheadAttention`) computes from the same projections while ``record_weights``
-  is set.
+  weights (``softmax(QK^T / sqrt(d) + log G)``): mmcv's ``MultiheadAttention`` (the default)
+  computes them anyway inside ``nn.MultiheadAttention``, which is asked to return them per head
+  instead of averaged; :class:`LeanMultiheadAttention` computes them from the same projections
+  while ``record_weights`` is set.
 
-Neither recorder changes a computed value: the hooks only read tensors, and the recorded
-weights are computed next to the attention output, which runs the same kernel with and without
+Neither recorder changes a computed value: the hooks only read tensors (or choose how
+``nn.MultiheadAttention`` returns the weights it computes in any case), and the recorded weights
+are computed next to the attention output, which runs the same kernel with and without
 recording. The tests in ``tests/analysis_tools/test_visualize_attention.py`` check both claims.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from mmcv.cnn.bricks.transformer import MultiheadAttention
 from torch import Tensor, nn
 
 from ..models.efficient import LeanMultiheadAttention
@@ -158,11 +161,18 @@ class SMCARecorder:
                 self._handles.append(prior.register_forward_hook(
                     self._prior_hook(record), with_kwargs=True))
             attn = layer.cross_attn
-            if not isinstance(attn, LeanMultiheadAttention):
-                raise TypeError(f'SMCARecorder expects LeanMultiheadAttention as the '
-                                f'co-attention, got {type(attn).__name__}')
-            attn.record_weights = True
-            self._handles.append(attn.register_forward_hook(self._attn_hook(record)))
+            if isinstance(attn, LeanMultiheadAttention):
+                attn.record_weights = True
+                self._handles.append(attn.register_forward_hook(self._lean_hook(record)))
+            elif isinstance(attn, MultiheadAttention):
+                self._handles += [
+                    attn.attn.register_forward_pre_hook(self._per_head_weights,
+                                                        with_kwargs=True),
+                    attn.attn.register_forward_hook(self._mha_hook(record))]
+            else:
+                raise TypeError(f'SMCARecorder expects mmcv MultiheadAttention (or '
+                                f'LeanMultiheadAttention) as the co-attention, got '
+                                f'{type(attn).__name__}')
         return self
 
     def __exit__(self, *exc) -> None:
@@ -170,8 +180,9 @@ class SMCARecorder:
             handle.remove()
         self._handles.clear()
         for layer in self._layers:
-            layer.cross_attn.record_weights = False
-            layer.cross_attn.recorded_weights = None
+            if isinstance(layer.cross_attn, LeanMultiheadAttention):
+                layer.cross_attn.record_weights = False
+                layer.cross_attn.recorded_weights = None
 
     @staticmethod
     def _prior_hook(record: SMCALayerRecord):
@@ -187,10 +198,24 @@ class SMCARecorder:
         return hook
 
     @staticmethod
-    def _attn_hook(record: SMCALayerRecord):
+    def _lean_hook(record: SMCALayerRecord):
         def hook(module, args, output):
             record.attn_weights.append(module.recorded_weights)
             module.recorded_weights = None
+            return None
+
+        return hook
+
+    @staticmethod
+    def _per_head_weights(module, args, kwargs):
+        # mmcv calls nn.MultiheadAttention with need_weights=True (its default): the weights
+        # are computed anyway; this only keeps the heads apart instead of averaging them.
+        return args, dict(kwargs, need_weights=True, average_attn_weights=False)
+
+    @staticmethod
+    def _mha_hook(record: SMCALayerRecord):
+        def hook(module, args, output):
+            record.attn_weights.append(output[1].detach())  # (bs, heads, Q, K)
             return None
 
         return hook

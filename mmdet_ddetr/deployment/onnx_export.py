@@ -16,17 +16,24 @@ The graph:
 * input ``images`` (bs, 3, H, W) float32, raw pixel values in the channel order the data
   pipeline loads (BGR for ``LoadImageFromFile``); the data preprocessor's channel swap and
   mean/std normalisation are **inside** the graph. Images are not padded: one batch is one size.
+* attention: every mmcv ``MultiheadAttention`` is exported as
+  :class:`~mmdet_ddetr.models.efficient.LeanMultiheadAttention` with the same weights
+  (:func:`fused_attention`; outputs equal to ~1e-13 in float64): ``nn.MultiheadAttention``'s
+  head reshapes keep the traced batch size in the ONNX graph, so a ``--dynamic`` file failed at
+  any other batch.
 * outputs ``boxes`` (bs, k, 4) x1, y1, x2, y2 in input pixels, ``scores`` (bs, k) and
   ``labels`` (bs, k) int64: the post-processing of ``predict``
   (:func:`mmdet_ddetr.models.common.detections.topk_detections`: sigmoid, top-k over queries x
   classes, clipping to the image) for the last decoder layer; k = ``max_per_img``.
 """
+import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+from mmcv.cnn.bricks.transformer import MultiheadAttention
 from mmengine.config import Config
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
@@ -141,6 +148,37 @@ def _check_supported(detector: nn.Module) -> None:
             "package's DDETR (all variants) and SMCADETR/SMCAMultiScaleDETR")
 
 
+@contextlib.contextmanager
+def fused_attention(detector: nn.Module) -> Iterator[None]:
+    """Run every mmcv ``MultiheadAttention`` of an eval-mode ``detector`` as
+    :class:`LeanMultiheadAttention` with the same weights, and put the originals back after.
+
+    Attention with ``kdim``/``vdim`` other than ``embed_dims`` or extra key/value biases (which
+    the lean attention refuses) stays as it is.
+    """
+    from ..models.efficient import LeanMultiheadAttention
+    swapped = []
+    for parent in list(detector.modules()):
+        for name, child in list(parent.named_children()):
+            mha = getattr(child, 'attn', None)
+            if type(child) is not MultiheadAttention or not mha._qkv_same_embed_dim or \
+                    mha.bias_k is not None or mha.add_zero_attn:
+                continue
+            # No dropout arguments: the detector is in eval mode, where dropouts do nothing.
+            lean = LeanMultiheadAttention(child.embed_dims, child.num_heads,
+                                          batch_first=child.batch_first,
+                                          bias=mha.in_proj_bias is not None)
+            lean.load_state_dict(child.state_dict())
+            lean.to(mha.in_proj_weight).train(child.training)
+            setattr(parent, name, lean)
+            swapped.append((parent, name, child))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 def export_onnx(detector: nn.Module, out: Union[str, Path], shape: Tuple[int, int] = (800, 1333),
                 batch_size: int = 1, opset: int = DEFAULT_OPSET, dynamic: bool = False) -> Dict:
     """Export ``detector`` to ``out`` (atomically) and check it with ``onnx.checker``.
@@ -188,7 +226,7 @@ def export_onnx(detector: nn.Module, out: Union[str, Path], shape: Tuple[int, in
             dynamic_axes.insert(0, 'batch')
         dynamic_shapes = ({**dims}, )
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), fused_attention(detector):
         program = torch.export.export(wrapper, (example, ), dynamic_shapes=dynamic_shapes)
         program = program.run_decompositions(export_decompositions())
         # optimize=False: onnxscript's graph optimizer emitted an unsorted graph (a Clip

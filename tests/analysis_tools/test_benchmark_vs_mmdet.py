@@ -30,3 +30,34 @@ def test_paired_ratio_needs_matching_iterations():
         tool.paired_speed_ratio([1.0], [1.0, 2.0])
     with pytest.raises(ValueError, match='same, non-zero number'):
         tool.paired_speed_ratio([], [])
+
+
+@pytest.mark.parametrize('config_name, expected', [
+    ('CONFIG', {('encoder', 'self_attn_cfg'): 'FastDropoutMSDeformAttention',
+                ('decoder', 'self_attn_cfg'): 'LeanMultiheadAttention',
+                ('decoder', 'cross_attn_cfg'): 'FastDropoutMSDeformAttention'}),
+    ('SMCA_CONFIG', {('encoder', 'self_attn_cfg'): 'LeanMultiheadAttention',
+                     ('decoder', 'self_attn_cfg'): 'LeanMultiheadAttention',
+                     ('decoder', 'cross_attn_cfg'): 'LeanMultiheadAttention'}),
+])
+def test_cpu_speed_layers_are_named_in_our_config(config_name, expected):
+    """The benchmark's default measures the opt-in CPU speed types, which the R50 configs do
+    not name (they run mmcv's reference layers); --layers reference leaves them alone."""
+    from mmengine.config import Config
+
+    from mmdet.registry import MODELS
+    tool = load_tool()
+    path = Path(__file__).resolve().parents[2] / getattr(tool, config_name)
+    cfg = Config.fromfile(str(path), import_custom_modules=False).model.to_dict()
+    parts = [(part, key) for part in ('encoder', 'decoder')
+             for key in ('self_attn_cfg', 'cross_attn_cfg', 'ffn_cfg')
+             if key in cfg[part]['layer_cfg']]
+    assert not any('type' in cfg[part]['layer_cfg'][key] for part, key in parts)
+    tool.select_layer_types(cfg, 'reference')
+    assert not any('type' in cfg[part]['layer_cfg'][key] for part, key in parts)
+    tool.select_layer_types(cfg, 'cpu-speed')
+    expected = {**expected, ('encoder', 'ffn_cfg'): 'FastDropoutFFN',
+                ('decoder', 'ffn_cfg'): 'FastDropoutFFN'}
+    assert {p: cfg[p[0]]['layer_cfg'][p[1]]['type'] for p in parts} == expected
+    import mmdet_ddetr  # noqa: F401  (registers the types)
+    assert all(MODELS.get(name) is not None for name in expected.values())

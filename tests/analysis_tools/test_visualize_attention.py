@@ -123,8 +123,11 @@ def test_recorded_locations_are_the_ones_used(variant):
 
 
 @pytest.mark.parametrize('multi_scale', [False, True])
-def test_smca_recording_keeps_outputs_and_records_used_weights(multi_scale):
-    model = build_model(small_smca_cfg(multi_scale)).eval()
+@pytest.mark.parametrize('attn_type', ['MultiheadAttention', 'LeanMultiheadAttention'])
+def test_smca_recording_keeps_outputs_and_records_used_weights(multi_scale, attn_type):
+    cfg = small_smca_cfg(multi_scale)
+    cfg['decoder']['layer_cfg']['cross_attn_cfg']['type'] = attn_type
+    model = build_model(cfg).eval()
     batch = make_batch(SIZES)
     ref = _forward(model, batch)
     # Capture the co-attentions' inputs/outputs independently.
@@ -141,7 +144,10 @@ def test_smca_recording_keeps_outputs_and_records_used_weights(multi_scale):
             h.remove()
     for a, b in zip(ref, got):
         assert torch.equal(a, b)
-    assert not any(m.record_weights or m.recorded_weights is not None for m in attns)
+    assert all(type(m).__name__ == attn_type for m in attns)
+    assert not any(getattr(m, 'record_weights', False) or
+                   getattr(m, 'recorded_weights', None) is not None for m in attns)
+    assert not any(m.attn._forward_pre_hooks or m.attn._forward_hooks for m in attns)
     num_scales = 3 if multi_scale else 1
     assert len(rec.layers) == 2
     for layer_rec, attn in zip(rec.layers, attns):

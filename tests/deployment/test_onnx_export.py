@@ -37,7 +37,9 @@ def test_export_and_verify_with_onnxruntime(variant, tmp_path):
     detector = _detector(variant)
     out = tmp_path / f'{variant}.onnx'
     ddetr = variant.startswith('ddetr')
+    types = [type(m) for m in detector.modules()]
     info = export_onnx(detector, out, shape=(96, 128), batch_size=1, dynamic=ddetr)
+    assert [type(m) for m in detector.modules()] == types  # fused_attention put mmcv's back
     model = onnx.load(str(out))
     # Standard ONNX only: no custom domain anywhere.
     assert {n.domain for n in model.graph.node} <= {'', 'ai.onnx'}

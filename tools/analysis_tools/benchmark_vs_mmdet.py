@@ -19,6 +19,11 @@ is the median over iterations of the two models' time ratio within the iteration
 of one iteration are back to back, so a change of the machine's speed during the benchmark
 (other load, clock) hits both alike and cancels out; the memory ratio is that of the medians.
 
+``--layers cpu-speed`` (the default) names the opt-in CPU speed types in our configs
+(:data:`CPU_SPEED_TYPES`: ``LeanMultiheadAttention``, ``FastDropoutFFN``,
+``FastDropoutMSDeformAttention``; same weights); ``--layers reference`` keeps the configs'
+defaults (mmcv's attention and FFN, torch's dropout).
+
 ``--precisions fp32 amp`` measures both models again under automatic mixed precision (CUDA:
 float16 autocast with a gradient scaler for training, mmdet's best; ``--amp-dtype bf16`` for
 ours; CPU: bfloat16) and checks the GPU targets: training step with AMP >= 1.3x mmdet's best
@@ -54,6 +59,13 @@ CONFIG = 'configs/deformable_detr/deformable-detr_r50_16xb2-50e_coco.py'
 SMCA_CONFIG = 'configs/smca_detr/smca-detr_r50_8xb2-50e_coco.py'
 #: mmdet's own DETR R50 config, shipped inside the mmdet package.
 DETR_CONFIG = '.mim/configs/detr/detr_r50_8xb2-150e_coco.py'
+#: Reference type -> the opt-in CPU speed type (mmdet_ddetr/models/efficient) of the same
+#: sub-module, with the same parameters and state-dict keys.
+CPU_SPEED_TYPES = {
+    'MultiheadAttention': 'LeanMultiheadAttention',
+    'MSDeformAttention': 'FastDropoutMSDeformAttention',
+    'FFN': 'FastDropoutFFN',
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,6 +80,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    parser.add_argument('--layers', choices=['cpu-speed', 'reference'], default='cpu-speed',
+                        help='our layers: the opt-in CPU speed types (CPU_SPEED_TYPES) or the '
+                        "configs' reference types (mmcv's attention and FFN)")
     parser.add_argument('--skip-train', action='store_true')
     parser.add_argument('--skip-infer', action='store_true')
     add_verbose_argument(parser)
@@ -85,7 +100,27 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_smca_pair(num_queries: int) -> Tuple[torch.nn.Module, torch.nn.Module]:
+def select_layer_types(model_cfg: Dict, layers: str) -> None:
+    """Name the CPU speed type of every encoder/decoder sub-module of our ``model_cfg`` (in
+    place) when ``layers == 'cpu-speed'``; the reference types are those the layers build
+    when the config names none."""
+    if layers == 'reference':
+        return
+    smca = model_cfg['type'].startswith('SMCA')
+    defaults = {  # (part, sub-module) -> the type built when the config names none
+        ('encoder', 'self_attn_cfg'): 'MultiheadAttention' if smca else 'MSDeformAttention',
+        ('decoder', 'self_attn_cfg'): 'MultiheadAttention',
+        ('decoder', 'cross_attn_cfg'): 'MultiheadAttention' if smca else 'MSDeformAttention',
+        ('encoder', 'ffn_cfg'): 'FFN',
+        ('decoder', 'ffn_cfg'): 'FFN',
+    }
+    for (part, key), default in defaults.items():
+        sub = model_cfg[part]['layer_cfg'][key]
+        sub['type'] = CPU_SPEED_TYPES[sub.get('type', default)]
+
+
+def build_smca_pair(num_queries: int,
+                    layers: str = 'cpu-speed') -> Tuple[torch.nn.Module, torch.nn.Module]:
     """(our single-scale SMCA-DETR, mmdet's DETR) with the shared weights made equal."""
     import os.path as osp
 
@@ -100,6 +135,7 @@ def build_smca_pair(num_queries: int) -> Tuple[torch.nn.Module, torch.nn.Module]
     for cfg in (ours_cfg, peer_cfg):
         cfg['backbone']['init_cfg'] = None
         cfg['num_queries'] = num_queries
+    select_layer_types(ours_cfg, layers)
     torch.manual_seed(0)
     theirs = MODELS.build(peer_cfg)
     theirs.init_weights()
@@ -114,16 +150,17 @@ def build_smca_pair(num_queries: int) -> Tuple[torch.nn.Module, torch.nn.Module]
     return ours, theirs
 
 
-def build_pair(variant: Dict, num_queries: int) -> Tuple[torch.nn.Module, torch.nn.Module]:
+def build_pair(variant: Dict, num_queries: int,
+               layers: str = 'cpu-speed') -> Tuple[torch.nn.Module, torch.nn.Module]:
     """(ours, mmdet's) with identical hyper-parameters and, where the architectures allow,
-    identical weights."""
+    identical weights; ``layers`` as :func:`select_layer_types`."""
     from mmengine.config import Config
 
     from mmdet.registry import MODELS
     from mmdet_ddetr.converters import mmdet_to_ours
 
     if variant.get('smca'):
-        return build_smca_pair(num_queries)
+        return build_smca_pair(num_queries, layers)
 
     cfg = Config.fromfile(CONFIG).model.to_dict()
     cfg['backbone']['init_cfg'] = None
@@ -144,6 +181,7 @@ def build_pair(variant: Dict, num_queries: int) -> Tuple[torch.nn.Module, torch.
     peer['neck']['bias'] = 'auto'  # mmdet's stock neck
     peer['bbox_head']['type'] = 'DeformableDETRHead'
     peer['test_cfg'] = dict(max_per_img=100)
+    select_layer_types(cfg, layers)
     torch.manual_seed(0)
     theirs = MODELS.build(peer)
     theirs.init_weights()
@@ -275,7 +313,7 @@ def paired_speed_ratio(ours: List[float], peer: List[float]) -> float:
 def setup_pair(name: str, args: argparse.Namespace
                ) -> Tuple[torch.nn.Module, torch.nn.Module, Dict, List[str]]:
     """(ours, mmdet's peer, the batch, the modes to time) for a variant, on ``args.device``."""
-    ours, theirs = build_pair(VARIANTS[name], args.num_queries)
+    ours, theirs = build_pair(VARIANTS[name], args.num_queries, args.layers)
     ours.to(args.device), theirs.to(args.device)
     batch = make_batch(args.batch_size, *args.img_size)
     batch['inputs'] = batch['inputs'].to(args.device)
@@ -437,7 +475,7 @@ def profile_ours(variant: str, mode: str, precision: str, args: argparse.Namespa
                  path: str) -> None:
     """A torch.profiler table of three steps of our model, top kernels by self device time."""
     from torch.profiler import ProfilerActivity, profile
-    ours, _ = build_pair(VARIANTS[variant], args.num_queries)
+    ours, _ = build_pair(VARIANTS[variant], args.num_queries, args.layers)
     ours.to(args.device)
     batch = make_batch(args.batch_size, *args.img_size)
     batch['inputs'] = batch['inputs'].to(args.device)
@@ -567,7 +605,7 @@ def run_onnxruntime_variant(name: str, args: argparse.Namespace
 
     from mmdet_ddetr.deployment import (ExportableDetector, OrtDetector, export_onnx,
                                         sample_images)
-    ours = build_pair(VARIANTS[name], args.num_queries)[0].eval()
+    ours = build_pair(VARIANTS[name], args.num_queries, args.layers)[0].eval()
     images = sample_images(args.batch_size, tuple(args.img_size))
     wrapper = ExportableDetector(ours).eval()
     with tempfile.TemporaryDirectory() as tmp:

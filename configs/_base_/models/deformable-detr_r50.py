@@ -37,24 +37,27 @@ model = dict(
         act_cfg=None,
         norm_cfg=dict(type='GN', num_groups=32),
         num_outs=4),
+    # Each `# Name` below is the type built when the dict names none: the reference path
+    # (mmcv's MultiheadAttention and FFN, torch's nn.Dropout). The CPU quickstart configs name
+    # the opt-in CPU speed types instead (mmdet_ddetr/models/efficient, docs/configs.md).
     encoder=dict(  # DDETREncoder
         num_layers=6,
         layer_cfg=dict(  # DDETREncoderLayer
             self_attn_cfg=dict(  # MSDeformAttention
                 embed_dims=256, num_heads=8, num_points=4,
                 dropout=0.1, batch_first=True),
-            ffn_cfg=dict(
+            ffn_cfg=dict(  # mmcv FFN
                 embed_dims=256, feedforward_channels=1024, ffn_drop=0.1))),
     decoder=dict(  # DDETRDecoder
         num_layers=6,
         return_intermediate=True,
         layer_cfg=dict(  # DDETRDecoderLayer
-            self_attn_cfg=dict(  # MultiheadAttention
+            self_attn_cfg=dict(  # mmcv MultiheadAttention
                 embed_dims=256, num_heads=8, dropout=0.1, batch_first=True),
             cross_attn_cfg=dict(  # MSDeformAttention
                 embed_dims=256, num_heads=8, num_points=4,
                 dropout=0.1, batch_first=True),
-            ffn_cfg=dict(
+            ffn_cfg=dict(  # mmcv FFN
                 embed_dims=256, feedforward_channels=1024, ffn_drop=0.1)),
         post_norm_cfg=None),
     # Deformable DETR's sine encoding subtracts 0.5 from the cumulative position (offset=-0.5).

@@ -6,6 +6,9 @@ custom_imports = dict(imports=['mmdet_ddetr'], allow_failed_imports=False)
 
 embed_dims = 256
 num_heads = 8
+# No `type`: every attention is mmcv's MultiheadAttention and every FFN mmcv's FFN, with torch's
+# nn.Dropout (the reference path). The CPU quickstart config names the opt-in CPU speed type
+# LeanMultiheadAttention instead (mmdet_ddetr/models/efficient, docs/configs.md).
 attn_cfg = dict(embed_dims=embed_dims, num_heads=num_heads, dropout=0.1, batch_first=True)
 ffn_cfg = dict(embed_dims=embed_dims, feedforward_channels=2048, num_fcs=2, ffn_drop=0.1,
                act_cfg=dict(type='ReLU', inplace=True))
@@ -41,7 +44,7 @@ model = dict(
         norm_cfg=None,
         num_outs=1,
         init_cfg=dict(type='TorchDefault', layer='Conv2d')),
-    encoder=dict(  # LeanDetrTransformerEncoder (the plain DETR encoder)
+    encoder=dict(  # PostNormEncoder: mmdet's DETR encoder, attention type from config
         num_layers=6,
         layer_cfg=dict(self_attn_cfg=attn_cfg, ffn_cfg=ffn_cfg)),
     decoder=dict(

@@ -20,16 +20,16 @@ class DDETRDecoderLayer(DetrTransformerDecoderLayer):
     FFN -> norm (``norms.0/1/2``; the official code names them ``norm2/norm1/norm3``).
 
     Args:
-        self_attn_cfg (dict): mmcv ``MultiheadAttention`` config; ``type`` defaults to the
-            equal but faster ``LeanMultiheadAttention``.
+        self_attn_cfg (dict): Self-attention config; ``type`` defaults to mmcv's
+            ``MultiheadAttention``.
         cross_attn_cfg (dict): Cross-attention config; ``type`` defaults to
             ``MSDeformAttention``.
-        ffn_cfg (dict): mmcv ``FFN`` config (its dropouts draw fast CPU masks).
+        ffn_cfg (dict): FFN config; ``type`` defaults to mmcv's ``FFN``.
         norm_cfg (dict): Norm config. Defaults to LayerNorm.
     """
 
     def _init_layers(self) -> None:
-        self.self_attn = build_module(self.self_attn_cfg, 'LeanMultiheadAttention')
+        self.self_attn = build_module(self.self_attn_cfg, 'MultiheadAttention')
         self.cross_attn = build_module(self.cross_attn_cfg, 'MSDeformAttention')
         self.embed_dims = self.self_attn.embed_dims
         add_ffn_and_norms(self, 3)

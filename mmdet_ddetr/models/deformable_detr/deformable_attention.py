@@ -21,7 +21,6 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from ...ops import ms_deform_attn, safe_im2col_step
-from ..common.fast_dropout import use_fast_dropout
 
 # dtypes mmcv's compiled kernel implements; anything else runs as a float32 island.
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.float64)
@@ -40,13 +39,12 @@ class MSDeformAttention(MultiScaleDeformableAttention):
     Set :attr:`record` to ``True`` to keep the last call's ``sampling_locations``
     (bs, num_query, heads, levels, points, 2) and ``attention_weights``
     (bs, num_query, heads, levels, points) in :attr:`last_sampling`; recording only stores
-    references and never changes the output. The output dropout draws its CPU mask with
-    :func:`~mmdet_ddetr.models.common.fast_dropout.fast_dropout`.
+    references and never changes the output. The output dropout is mmcv's ``nn.Dropout``
+    (``FastDropoutMSDeformAttention`` is the opt-in CPU speed variant).
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        use_fast_dropout(self)
         self.record = False
         self.last_sampling: Optional[Tuple[Tensor, Tensor]] = None
 

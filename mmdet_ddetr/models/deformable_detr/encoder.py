@@ -19,7 +19,7 @@ class DDETREncoderLayer(DetrTransformerEncoderLayer):
 
     Args:
         self_attn_cfg (dict): Attention config; ``type`` defaults to ``MSDeformAttention``.
-        ffn_cfg (dict): mmcv ``FFN`` config (its dropouts draw fast CPU masks).
+        ffn_cfg (dict): FFN config; ``type`` defaults to mmcv's ``FFN``.
         norm_cfg (dict): Norm config. Defaults to LayerNorm.
     """
 

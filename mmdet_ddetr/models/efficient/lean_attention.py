@@ -1,5 +1,8 @@
 """Multi-head attention that computes only what a DETR layer uses: the attended values.
 
+A CPU speed device, opt-in: configs select it with ``type='LeanMultiheadAttention'`` (the CPU
+quickstart configs do); every layer defaults to mmcv's ``MultiheadAttention``.
+
 mmcv's ``MultiheadAttention`` calls ``nn.MultiheadAttention`` with ``need_weights=True`` (its
 default), so on every call torch materialises the softmax weights, averages them over the heads
 and returns them, and mmcv throws them away. That forces torch's unfused path: on CPU a DETR
@@ -27,7 +30,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 
-from ..common.fast_dropout import fast_dropout, use_fast_dropout
+from .fast_dropout import fast_dropout, use_fast_dropout
 
 
 def attention_bias(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor],

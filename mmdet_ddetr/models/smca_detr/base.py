@@ -1,10 +1,11 @@
 """What single- and multi-scale SMCA-DETR share (arXiv 2101.07448).
 
-SMCA reuses mmdet's DETR layers (multi-head attention + ``FFN`` + post-norm) in their lean form
-(:mod:`mmdet_ddetr.models.efficient`: same parameters and outputs, no discarded
-attention weights, cheaper CPU dropout) and only adds an additive log-prior to the
-co-attention logits: a float ``attn_mask`` is *added* to ``QK^T / sqrt(d)``, which is exactly
-``softmax(QK^T / sqrt(d) + log G)``.
+SMCA reuses mmdet's DETR layers (mmcv's multi-head attention + ``FFN`` + post-norm, built from
+config: :mod:`mmdet_ddetr.models.common.post_norm_layers`) and only adds an additive log-prior
+to the co-attention logits: a float ``attn_mask`` is *added* to ``QK^T / sqrt(d)`` by
+``nn.MultiheadAttention`` (inside mmcv's), which is exactly ``softmax(QK^T / sqrt(d) + log G)``.
+The mask is laid out (bs * num_heads, num_queries, num_keys) in the logits' dtype, the layout
+and dtype ``nn.MultiheadAttention`` takes (:func:`add_padding_mask`).
 
 The variants (:mod:`.single_scale`, :mod:`.multi_scale`) are siblings over the bases here:
 
@@ -28,10 +29,9 @@ from mmdet.models.layers.transformer import MLP, DetrTransformerDecoder
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
-from ..common import WeightsFitMixin, build_module
+from ..common import PostNormDecoderLayer, WeightsFitMixin, build_module
 from ..common.build_checks import check_head_type
 from ..common.config_checks import check_detector_sizes
-from ..efficient import LeanDetrTransformerDecoderLayer
 from .gaussian_prior import SMCAGaussianPrior
 from .scale_selection import SMCAScaleSelection
 from .head import SMCAHead
@@ -82,7 +82,7 @@ def image_wh(batch_data_samples: OptSampleList, ref: Tensor) -> Tensor:
     return ref.new_tensor([[s.img_shape[1], s.img_shape[0]] for s in batch_data_samples])
 
 
-class SMCADecoderLayerBase(LeanDetrTransformerDecoderLayer):
+class SMCADecoderLayerBase(PostNormDecoderLayer):
     """DETR decoder layer with the input norm of SMCA's prior (official ``norm4``).
 
     Post-norm, as the official code: ``prior_norm(query + query_pos)`` feeds the priors'

@@ -34,7 +34,7 @@ class SMCAMultiScaleEncoder(BaseModule):
     Args:
         layer_types: Sequence of ``'intra'`` / ``'multi'``, one entry per layer.
         layer_cfg: Config of every layer; ``type`` defaults to
-            :class:`LeanDetrTransformerEncoderLayer`.
+            :class:`~mmdet_ddetr.models.common.PostNormEncoderLayer` (mmcv's attention).
         init_cfg: Usual mmengine init config.
     """
 
@@ -52,7 +52,7 @@ class SMCAMultiScaleEncoder(BaseModule):
         self.layer_types = layer_types
         self.num_layers = len(layer_types)
         self.layers = ModuleList([
-            build_module(layer_cfg, 'LeanDetrTransformerEncoderLayer') for _ in layer_types
+            build_module(layer_cfg, 'PostNormEncoderLayer') for _ in layer_types
         ])
         self.embed_dims = self.layers[0].embed_dims
 

@@ -93,8 +93,9 @@ class SMCATransformerDecoder(SMCADecoderBase):
 class SMCADETR(SMCADETRBase):
     """Single-scale SMCA-DETR.
 
-    Reuses mmdet's DETR pipeline (masks, sine positional encoding, DETR encoder, built by
-    default as :class:`LeanDetrTransformerEncoder`, equal but faster); the decoder is
+    Reuses mmdet's DETR pipeline (masks, sine positional encoding, DETR encoder, built as
+    :class:`~mmdet_ddetr.models.common.PostNormEncoder` so that a config can swap its
+    attention); the decoder is
     :class:`SMCATransformerDecoder` and the head :class:`SMCAHead`.
 
     Official conventions that change numbers (kept so converted official weights match):
@@ -110,7 +111,7 @@ class SMCADETR(SMCADETRBase):
         *args, **kwargs: Those of :class:`mmdet.models.DETR`.
     """
 
-    default_encoder_type = 'LeanDetrTransformerEncoder'
+    default_encoder_type = 'PostNormEncoder'
     default_decoder_type = 'SMCATransformerDecoder'
 
     def __init__(self, *args, feat_level: int = -1, **kwargs) -> None:

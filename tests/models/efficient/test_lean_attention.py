@@ -1,17 +1,12 @@
-"""LeanMultiheadAttention and the lean DETR layers equal mmcv's / mmdet's, in float64."""
+"""LeanMultiheadAttention equals mmcv's MultiheadAttention, in float64."""
 import copy
 
 import pytest
 import torch
 from mmcv.cnn.bricks.transformer import MultiheadAttention
 
-from mmdet.models.layers.transformer import (DetrTransformerDecoderLayer,
-                                             DetrTransformerEncoderLayer)
-from mmdet_ddetr.models.efficient import (LeanDetrTransformerDecoderLayer,
-                                          LeanDetrTransformerEncoder,
-                                          LeanDetrTransformerEncoderLayer,
-                                          LeanMultiheadAttention, lean_attention)
-from mmdet_ddetr.models.common import fast_dropout as fast_dropout_module
+from mmdet_ddetr.models.efficient import LeanMultiheadAttention, lean_attention
+from mmdet_ddetr.models.efficient import fast_dropout as fast_dropout_module
 
 BS, NQ, NK, DIM, HEADS = 2, 7, 11, 32, 4
 
@@ -102,40 +97,3 @@ def test_refuses_what_it_does_not_implement():
     _, lean = pair()
     with pytest.raises(ValueError, match='attn_mask of shape'):
         lean(query=seq(NQ, True), attn_mask=torch.zeros(3, NQ, NQ))
-
-
-LAYER_CFG = dict(self_attn_cfg=dict(embed_dims=DIM, num_heads=HEADS, dropout=0.1,
-                                    batch_first=True),
-                 ffn_cfg=dict(embed_dims=DIM, feedforward_channels=64, ffn_drop=0.1))
-
-
-@pytest.mark.parametrize('lean_cls, mmdet_cls, cross', [
-    (LeanDetrTransformerEncoderLayer, DetrTransformerEncoderLayer, False),
-    (LeanDetrTransformerDecoderLayer, DetrTransformerDecoderLayer, True),
-])
-def test_lean_layers_build_the_same_weights_and_outputs(lean_cls, mmdet_cls, cross):
-    cfg = copy.deepcopy(LAYER_CFG)
-    if cross:
-        cfg['cross_attn_cfg'] = copy.deepcopy(cfg['self_attn_cfg'])
-    torch.manual_seed(0)
-    ref = mmdet_cls(**copy.deepcopy(cfg)).double().eval()
-    torch.manual_seed(0)
-    lean = lean_cls(**copy.deepcopy(cfg)).double().eval()
-    ref_state, lean_state = ref.state_dict(), lean.state_dict()
-    assert list(ref_state) == list(lean_state)
-    assert all(torch.equal(ref_state[k], lean_state[k]) for k in ref_state)
-    torch.manual_seed(1)
-    q, qp = seq(NQ, True), seq(NQ, True)
-    padding = torch.zeros(BS, NQ, dtype=torch.bool)
-    padding[0, -2:] = True
-    if cross:
-        k, kp = seq(NK, True), seq(NK, True)
-        kwargs = dict(query=q, key=k, value=k, query_pos=qp, key_pos=kp, key_padding_mask=None)
-    else:
-        kwargs = dict(query=q, query_pos=qp, key_padding_mask=padding)
-    torch.testing.assert_close(lean(**kwargs), ref(**kwargs), rtol=0, atol=1e-13)
-
-
-def test_lean_encoder_refuses_activation_checkpointing():
-    with pytest.raises(ValueError, match='num_cp'):
-        LeanDetrTransformerEncoder(num_layers=2, layer_cfg=copy.deepcopy(LAYER_CFG), num_cp=1)

@@ -1,11 +1,12 @@
-"""fast_dropout: the dropout distribution and gradient, and the module swap."""
+"""fast_dropout: the dropout distribution and gradient, the module swap and the opt-in layer
+types that use it."""
 import pytest
 import torch
 from mmcv.cnn.bricks.transformer import FFN
 from torch import nn
 
-from mmdet_ddetr.models.common.fast_dropout import (FastDropout, dropped_levels, fast_dropout,
-                                                    use_fast_dropout)
+from mmdet_ddetr.models.efficient.fast_dropout import (FastDropout, dropped_levels,
+                                                       fast_dropout, use_fast_dropout)
 
 
 def test_identity_when_not_training_or_p_zero():
@@ -76,7 +77,7 @@ def test_compiled_draws_one_mask_for_forward_and_backward():
     where the output is, i.e. the mask is not drawn a second time for the backward."""
     import torch._dynamo
 
-    from mmdet_ddetr.models.common.fast_dropout import fast_dropout
+    from mmdet_ddetr.models.efficient.fast_dropout import fast_dropout
 
     def f(x):
         y = fast_dropout(x, 0.1)
@@ -93,3 +94,30 @@ def test_compiled_draws_one_mask_for_forward_and_backward():
     assert 0.85 < kept.float().mean().item() < 0.95
     torch.testing.assert_close(y, x.detach() * kept * scale, rtol=0, atol=0)
     torch.testing.assert_close(x.grad, 2 * y.detach() * kept * scale, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize('fast_type, reference', [
+    ('FastDropoutFFN', dict(type='FFN', embed_dims=8, feedforward_channels=16, ffn_drop=0.2)),
+    ('FastDropoutMSDeformAttention', dict(type='MSDeformAttention', embed_dims=8, num_heads=2,
+                                          num_levels=1, num_points=2, dropout=0.2,
+                                          batch_first=True)),
+])
+def test_opt_in_types_are_the_reference_module_with_fast_dropouts(fast_type, reference):
+    """Same parameters, keys and seeded initial weights as the reference type; only the
+    dropouts differ (and the reference keeps torch's)."""
+    from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    ref = MODELS.build(dict(reference))
+    ref.init_weights()
+    torch.manual_seed(0)
+    fast = MODELS.build(dict(reference, type=fast_type))
+    fast.init_weights()
+    assert isinstance(fast, type(ref))
+    ref_state, fast_state = ref.state_dict(), fast.state_dict()
+    assert list(ref_state) == list(fast_state)
+    assert all(torch.equal(ref_state[k], fast_state[k]) for k in ref_state)
+    ref_drops = [m for m in ref.modules() if isinstance(m, nn.Dropout)]
+    fast_drops = [m for m in fast.modules() if isinstance(m, nn.Dropout)]
+    assert ref_drops and not any(isinstance(m, FastDropout) for m in ref_drops)
+    assert [type(m) for m in fast_drops] == [FastDropout] * len(ref_drops)
+    assert [m.p for m in fast_drops] == [m.p for m in ref_drops]
