@@ -19,8 +19,12 @@ from .fake_cuda import (CpuKeyedFakeCudaTensor, FactoryRecorder, FakeCudaMode, R
                         flat_tensors, recording_ext, to_fake_cuda)
 
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-#: two images of different sizes: padding masks and valid ratios are exercised
-SIZES = [(32, 32), (24, 32)]
+#: two images of different sizes: padding masks and valid ratios are exercised. The padded
+#: batch is 64 px high so that C5 is 2 x 1 cells, not 1 x 1: torch 2.13's CPU bfloat16 conv
+#: weight gradient for a 1 x 1 input with stride 2 and padding 1 (the neck's extra conv) returns
+#: non-finite values for about one seed in eight (a plain ``nn.Conv2d(64, 32, 3, 2, 1)``
+#: under CPU autocast shows it alone), which the stand-in autocast would report as ours.
+SIZES = [(64, 32), (48, 32)]
 
 
 @dataclass

@@ -139,7 +139,8 @@ class Event:
 
 
 def _short(path: str) -> str:
-    for root in (str(_REPO) + '/', _SITE):
+    # site-packages first: the README's install puts the venv inside the repository.
+    for root in (_SITE, str(_REPO) + '/'):
         if path.startswith(root):
             return path[len(root):]
     return path
