@@ -223,10 +223,13 @@ def _forward_default(value: Tensor, spatial_shapes: Tensor, level_start_index: T
 def _forward_cuda(value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                   sampling_locations: Tensor, attention_weights: Tensor,
                   shape_list: Sequence[int], im2col_step: int) -> Tensor:
-    # mmcv's kernel indexes raw memory: every input must be contiguous.
+    # mmcv's kernel indexes raw memory: every input must be contiguous. It also reads all three
+    # float inputs as value's dtype: under autocast (or a caller mixing precisions) locations and
+    # weights may be float32 beside a float16 value, so cast them as mmcv's Function does.
     return _mmcv_ext().ms_deform_attn_forward(
         value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
-        sampling_locations.contiguous(), attention_weights.contiguous(),
+        sampling_locations.type_as(value).contiguous(),
+        attention_weights.type_as(value).contiguous(),
         im2col_step=safe_im2col_step(value.shape[0], im2col_step))
 
 
@@ -274,16 +277,22 @@ def _ms_deform_attn_backward_cuda(grad_output: Tensor, value: Tensor, spatial_sh
                                   level_start_index: Tensor, sampling_locations: Tensor,
                                   attention_weights: Tensor, shape_list: Sequence[int],
                                   im2col_step: int) -> Tuple[Tensor, Tensor, Tensor]:
+    # The kernel reads and writes every float tensor as value's dtype: cast locations and weights
+    # to it as the forward does (and as mmcv's Function does), then hand each gradient back in
+    # the dtype of its input, so autograd gets matching dtypes.
+    sampling_locations_v = sampling_locations.type_as(value).contiguous()
+    attention_weights_v = attention_weights.type_as(value).contiguous()
     # mmcv's backward accumulates into zero-initialised outputs (as its autograd.Function does).
     grad_value = torch.zeros_like(value, memory_format=torch.contiguous_format)
-    grad_locations = torch.zeros_like(sampling_locations, memory_format=torch.contiguous_format)
-    grad_weights = torch.zeros_like(attention_weights, memory_format=torch.contiguous_format)
+    grad_locations = torch.zeros_like(sampling_locations_v, memory_format=torch.contiguous_format)
+    grad_weights = torch.zeros_like(attention_weights_v, memory_format=torch.contiguous_format)
     _mmcv_ext().ms_deform_attn_backward(
         value.contiguous(), spatial_shapes.contiguous(), level_start_index.contiguous(),
-        sampling_locations.contiguous(), attention_weights.contiguous(),
+        sampling_locations_v, attention_weights_v,
         grad_output.contiguous(), grad_value, grad_locations, grad_weights,
         im2col_step=safe_im2col_step(value.shape[0], im2col_step))
-    return grad_value, grad_locations, grad_weights
+    return (grad_value, grad_locations.to(sampling_locations.dtype),
+            grad_weights.to(attention_weights.dtype))
 
 
 @ms_deform_attn_backward.register_fake

@@ -53,6 +53,28 @@ def test_training_step_syncs_only_where_listed(variant):
                    'set_prediction_loss.py loss_by_feat_single (lines 61, 86, 89)')
 @pytest.mark.parametrize('variant', ['ddetr', 'smca'])
 def test_training_step_syncs_only_for_matching(variant):
+    """Documented finding, left as a strict xfail on purpose (looked at for issue 23).
+
+    The extra syncs are mmdet's: ``DETRHead._get_targets_single`` (``nonzero`` + ``unique`` of
+    the assignment) and ``L1Loss`` / ``GIoULoss.forward`` (``not torch.any(weight > 0)``).
+    Not replaced in our ``set_prediction_loss.py`` because:
+
+    * the step cannot become sync-free: the Hungarian matching (INTENDED) copies the cost
+      matrix to the host per image and decoder layer. ``get_targets``' syncs come right after
+      that copy, when the GPU queue is already drained; ``any(weight > 0)`` waits for one
+      layer's loss kernels, which the next layer's matching waits for anyway. The gain is a few
+      launch latencies per layer, not overlap (a GPU profile would tell; none was measured);
+    * removing them means re-implementing mmdet's ``_get_targets_single`` (masks and
+      ``torch.where`` instead of indices) and bypassing the configured ``loss_bbox`` /
+      ``loss_iou`` modules' ``forward`` for the exact L1Loss/GIoULoss types only: copied mmdet
+      code and a second path per loss type;
+    * ``num_pos`` / ``num_neg`` would become device tensors: ``num_pos + num_neg *
+      bg_cls_weight`` is then float32 on the device instead of float64 on the host, so the
+      classification normaliser (and the golden outputs) are not bit-identical once
+      ``bg_cls_weight`` is not 0 (CrossEntropy heads).
+
+    Flip this when mmdet's code goes sync-free or a GPU profile shows these syncs cost time.
+    """
     found = syncs(audit(variant, 'fp32'), 'train')
     other = [e for e in found if not allowed(e, INTENDED)]
     assert not other, '\n'.join(map(str, other))

@@ -10,10 +10,14 @@ and that mmcv's source patch still applies; a bad kit then fails this test.
 """
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
+import types
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tools' / 'device' / 'cuda_check.py'
@@ -61,9 +65,134 @@ def test_bad_arguments_are_named(tmp_path):
     assert not (tmp_path / 'summary.json').exists()
 
 
-def test_stages_bring_what_they_need(tmp_path):
+def load_cuda_check():
     spec = importlib.util.spec_from_file_location('cuda_check', SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_stages_bring_what_they_need(tmp_path):
+    module = load_cuda_check()
     args = module.parse_args([str(tmp_path), '--stages', 'bench'])
     assert args.stages == ['env', 'kit', 'install', 'mmcv', 'import', 'bench']
+
+
+def fake_prebuilt(module, root: Path, data: bytes = b'not really a wheel') -> Path:
+    """A kit root whose prebuilt/ holds a tiny fake wheel, recorded as prebuild_mmcv.py does:
+    BUILD.json (no problems) and its sha256 in MANIFEST.tsv (kit.write_manifest)."""
+    (root / 'prebuilt').mkdir(parents=True)
+    wheel = root / 'prebuilt' / 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl'
+    wheel.write_bytes(data)
+    build = dict(wheel=wheel.name, sha256=module.kit.sha256(wheel), problems=[])
+    (root / 'prebuilt' / 'BUILD.json').write_text(json.dumps(build))
+    empty_lock = root.parent / 'empty.lock'
+    empty_lock.write_text('')
+    module.kit.write_manifest(root, empty_lock)
+    return wheel
+
+
+def test_mmcv_plan_installs_only_a_verified_prebuilt_wheel(tmp_path):
+    module = load_cuda_check()
+    root, site = tmp_path / 'kit', tmp_path / 'site'
+    build = module.mmcv_build_cmd('py312')
+    assert build[1:3] == ['setup.py', '-q']
+    plan = module.mmcv_plan('py312', root, site)  # no wheel: compile, as before
+    assert (plan['action'], plan['prebuilt'], plan['cmd']) == ('compile', 'absent', build)
+
+    wheel = fake_prebuilt(module, root)
+    plan = module.mmcv_plan('py312', root, site)
+    assert (plan['action'], plan['prebuilt']) == ('install-prebuilt', 'ok')
+    assert plan['cmd'] == ['py312', '-m', 'pip', 'install', '--no-index', '--no-deps',
+                           '--no-compile', '--disable-pip-version-check', '--target', str(site),
+                           '--upgrade', str(wheel)]
+
+    wheel.write_bytes(b'tampered on the way')  # hash mismatch: named, then compiled
+    plan = module.mmcv_plan('py312', root, site)
+    assert (plan['action'], plan['prebuilt'], plan['cmd']) == ('compile', 'mismatch', build)
+    assert str(wheel) in plan['message'] and 'sha256' in plan['message']
+    assert 'MANIFEST.tsv' in plan['message']
+
+    wheel.write_bytes(b'not really a wheel')
+    assert module.mmcv_plan('py312', root, site)['action'] == 'install-prebuilt'
+    (root / 'prebuilt' / 'BUILD.json').write_text(json.dumps(dict(
+        wheel=wheel.name, sha256=module.kit.sha256(wheel), problems=['cubins for [] only'])))
+    plan = module.mmcv_plan('py312', root, site)
+    assert (plan['action'], plan['prebuilt']) == ('compile', 'problems')
+    assert wheel.name in plan['message'] and 'cubins for [] only' in plan['message']
+
+    (root / 'prebuilt' / 'BUILD.json').unlink()
+    assert module.mmcv_plan('py312', root, site)['prebuilt'] == 'problems'
+    (root / 'MANIFEST.tsv').unlink()
+    plan = module.mmcv_plan('py312', root, site)
+    assert plan['prebuilt'] == 'mismatch' and 'no row' in plan['message']
+
+
+def fake_run(module, tmp_path):
+    calls = []
+
+    def sh(name, cmd, log, timeout, env=None, cwd=None):
+        calls.append([str(c) for c in cmd])
+        return 0
+    run = types.SimpleNamespace(python='py312', dry=False, facts={}, outdir=tmp_path / 'out',
+                                sh=sh, left=lambda: 500.0)
+    run.outdir.mkdir(parents=True)
+    return run, calls
+
+
+def test_mmcv_stage_runs_the_chosen_command(tmp_path, monkeypatch, capsys):
+    """The GPU branch of the mmcv stage with commands recorded, not run: a matching wheel is
+    pip-installed (then smoke-tested) and nothing is built; a mismatching one is named and the
+    stage goes on to compile (here it stops at the absent sdist, before running anything)."""
+    module = load_cuda_check()
+    root = tmp_path / 'kit'
+    monkeypatch.setattr(module, 'KIT', root)
+    monkeypatch.setattr(module, 'SITE', tmp_path / 'site')
+    monkeypatch.setattr(module, 'DIST', tmp_path / 'dist')
+    wheel = fake_prebuilt(module, root)
+    run, calls = fake_run(module, tmp_path)
+    detail = module.stage_mmcv(run, open(tmp_path / 'log', 'w'), 100)
+    assert 'installed' in detail and 'no build' in detail
+    assert calls[0] == module.mmcv_plan('py312')['cmd'] and calls[0][-1] == str(wheel)
+    assert calls[1][:2] == ['py312', '-c'] and 'MultiScaleDeformableAttnFunction' in calls[1][2]  # smoke
+    assert len(calls) == 2
+
+    wheel.write_bytes(b'tampered on the way')
+    run, calls = fake_run(module, tmp_path / 'second')
+    with pytest.raises(RuntimeError, match='cannot compile mmcv'):
+        module.stage_mmcv(run, open(tmp_path / 'log2', 'w'), 100)
+    assert calls == []  # neither the tampered wheel nor anything else was installed
+    out = capsys.readouterr().out
+    assert f'prebuilt wheel {wheel} has sha256' in out and 'mmcv is compiled' in out
+    assert run.facts['mmcv_plan']['prebuilt'] == 'mismatch'
+
+
+def minimal_wheel(tag: str) -> bytes:
+    """An installable (empty) mmcv 2.1.0 wheel with the given tag, as bytes."""
+    import io
+    import zipfile
+    info = 'mmcv-2.1.0.dist-info'
+    files = {'mmcv/__init__.py': '',
+             f'{info}/METADATA': 'Metadata-Version: 2.1\nName: mmcv\nVersion: 2.1.0\n',
+             f'{info}/WHEEL': f'Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\n'
+                              f'Tag: {tag}\n'}
+    files[f'{info}/RECORD'] = ''.join(f'{name},,\n' for name in [*files, f'{info}/RECORD'])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return buffer.getvalue()
+
+
+def test_dry_run_mmcv_stage_checks_the_prebuilt_wheels_tags(tmp_path, monkeypatch):
+    """With a verified wheel the dry run asks pip whether Python 3.12 x86-64 accepts its tags
+    (what the GPU machine's pip will be asked), instead of the sdist checks."""
+    module = load_cuda_check()
+    root = tmp_path / 'kit'
+    monkeypatch.setattr(module, 'KIT', root)
+    fake_prebuilt(module, root, minimal_wheel('cp312-cp312-linux_x86_64'))
+    run = module.Run(module.parse_args([str(tmp_path / 'out'), '--dry-run']))
+    detail = module.stage_mmcv(run, open(tmp_path / 'log', 'w'), 120)
+    assert 'would install mmcv-2.1.0-cp312-cp312-linux_x86_64.whl' in detail
+    assert 'no build' in detail
+    shutil.rmtree(run.logs, ignore_errors=True)

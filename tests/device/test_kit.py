@@ -61,6 +61,13 @@ def test_check_states(tmp_path):
     kit.write_manifest(root, lock)
     assert kit.check(root, lock)['status'] == 'ok'
     assert kit.check(root, lock)['fixtures'] == ['fixtures/f.pt']
+    assert kit.check(root, lock)['prebuilt']['status'] == 'absent'
+    (root / 'prebuilt').mkdir()
+    (root / 'prebuilt' / 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl').write_bytes(b'w')
+    state = kit.check(root, lock)  # a wheel the manifest does not know: named, kit still ok
+    assert state['status'] == 'ok' and state['prebuilt']['status'] == 'mismatch'
+    assert 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl has no row' in state['prebuilt']['message']
+    (root / 'prebuilt' / 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl').unlink()
     (root / 'fixtures' / 'f.pt').write_bytes(b'changed')
     assert any('differs from MANIFEST' in e for e in kit.check(root, lock)['errors'])
 

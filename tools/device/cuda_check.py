@@ -13,8 +13,10 @@ the mmcv wheel built here (split into ``.partN`` files above 15 MiB).
 
 Work files (the installed packages, mmcv's build tree, logs) go to ``build/device/`` (ignored),
 outside the carried ``.device/``: a second call on the same, still warm machine finds the built
-mmcv wheel and ninja's object files there; on a fresh machine a wheel carried back in
-``.device/prebuilt/`` is used instead of building (see tools/device/README.md).
+mmcv wheel and ninja's object files there. On a fresh machine the mmcv stage installs the wheel
+carried in ``.device/prebuilt/`` (``prebuild_mmcv.py``) instead of compiling, when its sha256
+matches ``.device/MANIFEST.tsv`` and its ``BUILD.json`` lists no problems; otherwise it says
+which file failed which check and compiles (see tools/device/README.md).
 
 ``--dry-run`` (CPU, any Python with this repo's environment) does every step that needs no
 GPU: kit check (``not-prepared`` is reported, not failed, when ``.device/`` is absent), wheel
@@ -263,8 +265,10 @@ def stage_kit(run: Run, log, limit: float) -> str:
             raise Skip(state['message'])
         raise RuntimeError(state['message'])
     check(state['status'] == 'ok', '; '.join(state['errors']))
+    run.facts['prebuilt'] = state['prebuilt']
     return f'{len(kit.read_lock())} locked files and {len(state["fixtures"])} fixtures ' \
-           f'verified, {state["bytes"] / 1e6:.1f} MB'
+           f'verified, {state["bytes"] / 1e6:.1f} MB; prebuilt mmcv: ' \
+           f'{state["prebuilt"]["status"]}'
 
 
 def stage_install(run: Run, log, limit: float) -> str:
@@ -314,10 +318,12 @@ def patch_mmcv_sources(src: Path, torch_include: Path) -> List[str]:
 
 
 def find_prebuilt(run: Run) -> List[Path]:
-    """mmcv wheels built earlier for this Python: output folder, work folder, carried kit."""
+    """mmcv wheels built earlier on this machine for this Python: output and work folders.
+
+    (The carried ``.device/prebuilt/`` wheel goes through :func:`mmcv_plan`, hash-checked.)"""
     tag = f'cp{sys.version_info.major}{sys.version_info.minor}'
     found = []
-    for folder in (run.outdir, DIST, KIT / 'prebuilt'):
+    for folder in (run.outdir, DIST):
         for parts in sorted(folder.glob(f'{MMCV}-{tag}-*.whl.part1')):
             whole = DIST / parts.name[:-len('.part1')]
             DIST.mkdir(parents=True, exist_ok=True)
@@ -348,21 +354,82 @@ print(f'mmcv {mmcv.__version__} CUDA kernel vs PyTorch path, float64: max diff {
 '''
 
 
-def stage_mmcv(run: Run, log, limit: float) -> str:
+PIP_INSTALL = ['-m', 'pip', 'install', '--no-index', '--no-deps', '--no-compile',
+               '--disable-pip-version-check']
+
+
+def mmcv_plan(python: str, kit_root: Optional[Path] = None,
+              site: Optional[Path] = None) -> Dict[str, object]:
+    """How the mmcv stage gets mmcv: ``install-prebuilt`` (the carried wheel passed
+    :func:`kit.prebuilt_state`: sha256 as in MANIFEST.tsv, BUILD.json clean) or ``compile``.
+
+    Returns:
+        dict: ``action``, ``cmd`` (what runs), ``prebuilt`` (the wheel's state: absent, ok,
+        mismatch, problems) and ``message`` (which file, and why it is or is not used).
+    """
+    state = kit.prebuilt_state(KIT if kit_root is None else kit_root)
+    if state['status'] == 'ok':
+        cmd = [python, *PIP_INSTALL, '--target', str(SITE if site is None else site),
+               '--upgrade', state['wheel']]
+        return dict(action='install-prebuilt', cmd=cmd, prebuilt='ok', wheel=state['wheel'],
+                    message=state['message'])
+    return dict(action='compile', cmd=mmcv_build_cmd(python), prebuilt=state['status'],
+                message=state['message'])
+
+
+def mmcv_build_cmd(python: str) -> List[str]:
+    """mmcv's build, run in its unpacked source (``MMCV_BUILD_ENV`` set)."""
+    return [python, 'setup.py', '-q', 'bdist_wheel', '-d', str(DIST)]
+
+
+def dry_run_mmcv(run: Run, log, limit: float, plan: Dict[str, object]) -> str:
+    """The mmcv stage's CPU checks: the prebuilt wheel's tags, else the sdist and its patch."""
+    if plan['action'] == 'install-prebuilt':
+        # Prove pip accepts the wheel's tags for the GPU machine's Python (3.12, x86-64).
+        with tempfile.TemporaryDirectory() as target:
+            cmd = [run.python, *PIP_INSTALL, '--dry-run', '--target', target,
+                   '--only-binary=:all:', '--python-version', '3.12', '--implementation', 'cp',
+                   '--platform', 'linux_x86_64', '--platform', 'manylinux_2_28_x86_64',
+                   '--platform', 'manylinux_2_17_x86_64', plan['wheel']]
+            check(run.sh('mmcv', cmd, log, limit) == 0,
+                  f'{Path(plan["wheel"]).name} is not installable on Python 3.12 x86-64')
+        return (f'would install {Path(plan["wheel"]).name} (sha256 matches MANIFEST.tsv, '
+                'BUILD.json clean, installable on 3.12): no build')
     sdist = KIT / 'sdist' / f'{MMCV}.tar.gz'
+    if not sdist.is_file():
+        raise Skip(f'{sdist.relative_to(REPO)} absent (kit not prepared)')
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(sdist) as tar:
+            tar.extractall(tmp, filter='data')
+        changed = patch_mmcv_sources(Path(tmp) / MMCV, Path(tmp) / 'no-torch-headers')
+        check(len(changed) == 2, f'the THC patch no longer applies: changed {changed}')
+    py(run, log, limit, 'import mmcv, mmcv._ext; print("mmcv", mmcv.__version__)')
+    return (('' if plan['prebuilt'] == 'absent' else f'{plan["message"]}; ')
+            + 'sdist unpacks, THC include patch applies to 2 files; build skipped: '
+            + ' '.join(f'{k}={v}' for k, v in MMCV_BUILD_ENV.items()))
+
+
+def stage_mmcv(run: Run, log, limit: float) -> str:
+    plan = mmcv_plan(run.python)
+    run.facts['mmcv_plan'] = {k: str(v) for k, v in plan.items() if k != 'cmd'}
+    log.write(f'[cuda_check] mmcv: {plan["action"]}: {plan["message"]}\n')
+    if plan['prebuilt'] != 'absent':
+        print(f'[cuda_check] mmcv: {plan["message"]}', flush=True)
     if run.dry:
-        if not sdist.is_file():
-            raise Skip(f'{sdist.relative_to(REPO)} absent (kit not prepared)')
-        with tempfile.TemporaryDirectory() as tmp:
-            with tarfile.open(sdist) as tar:
-                tar.extractall(tmp, filter='data')
-            changed = patch_mmcv_sources(Path(tmp) / MMCV, Path(tmp) / 'no-torch-headers')
-            check(len(changed) == 2, f'the THC patch no longer applies: changed {changed}')
-        py(run, log, limit, 'import mmcv, mmcv._ext; print("mmcv", mmcv.__version__)')
-        return ('sdist unpacks, THC include patch applies to 2 files; build skipped: '
-                + ' '.join(f'{k}={v}' for k, v in MMCV_BUILD_ENV.items()))
-    pip = [run.python, '-m', 'pip', 'install', '--no-index', '--no-deps', '--no-compile',
-           '--disable-pip-version-check', '--target', str(SITE), '--upgrade']
+        return dry_run_mmcv(run, log, limit, plan)
+    sdist = KIT / 'sdist' / f'{MMCV}.tar.gz'
+    pip = [run.python, *PIP_INSTALL, '--target', str(SITE), '--upgrade']
+    if plan['action'] == 'install-prebuilt':
+        t0 = time.time()
+        if run.sh('mmcv', plan['cmd'], log, limit) == 0 and \
+                run.sh('mmcv', [run.python, '-c', MMCV_SMOKE], log, limit) == 0:
+            run.facts['mmcv_build_s'] = None
+            return (f'prebuilt {Path(plan["wheel"]).name} installed and smoke-tested in '
+                    f'{time.time() - t0:.0f} s (sha256 verified, no build)')
+        log.write('[cuda_check] the verified prebuilt wheel fails here: compiling\n')
+        print('[cuda_check] mmcv: the prebuilt wheel failed to install or its CUDA smoke '
+              'test (logs/mmcv.log): compiling', flush=True)
+    check(sdist.is_file(), f'{sdist} is missing: cannot compile mmcv (run prepare.sh)')
     for wheel in find_prebuilt(run):
         log.write(f'[cuda_check] trying the prebuilt {wheel}\n')
         if run.sh('mmcv', pip + [str(wheel)], log, limit) == 0 and \
@@ -390,8 +457,7 @@ def stage_mmcv(run: Run, log, limit: float) -> str:
     print(f'[cuda_check] building mmcv: {" ".join(f"{k}={v}" for k, v in MMCV_BUILD_ENV.items())}',
           flush=True)
     try:
-        rc = run.sh('mmcv', [run.python, 'setup.py', '-q', 'bdist_wheel', '-d', str(DIST)],
-                    log, limit, env=env, cwd=src)
+        rc = run.sh('mmcv', mmcv_build_cmd(run.python), log, limit, env=env, cwd=src)
     except TimeoutError:
         # ninja's objects stay in build/device/src: a next call on this machine resumes.
         run.facts['mmcv_build_s'] = f'> {time.time() - t0:.0f} (stopped, resumable)'
@@ -408,7 +474,8 @@ def stage_mmcv(run: Run, log, limit: float) -> str:
     check(run.sh('mmcv', [run.python, '-c', MMCV_SMOKE], log, 60) == 0,
           'the built mmcv fails its CUDA smoke test (logs/mmcv.log)')
     save_wheel(run, wheels[-1])
-    return f'built in {build_s:.0f} s, {wheels[-1].stat().st_size / 2**20:.1f} MiB wheel'
+    return (f'built in {build_s:.0f} s, {wheels[-1].stat().st_size / 2**20:.1f} MiB wheel'
+            + ('' if plan['prebuilt'] in ('absent', 'ok') else f'; {plan["message"]}'))
 
 
 def save_wheel(run: Run, wheel: Path) -> None:

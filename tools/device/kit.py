@@ -13,7 +13,8 @@ Layout of the kit folder (``.device/``, ignored by git)::
     wheels/*.whl          the lock's wheels
     sdist/mmcv-2.1.0.tar.gz
     fixtures/*.pt         copies of tests/data/official (hashed into the manifest)
-    prebuilt/*.whl        optional: an mmcv wheel built on the GPU machine by an earlier call
+    prebuilt/*.whl        optional: the sm_90 mmcv wheel of prebuild_mmcv.py, with its
+    prebuilt/BUILD.json   checks; cuda_check installs it only if prebuilt_state() is ok
     MANIFEST.tsv          path, name, version, sha256, size of every file above
 """
 import argparse
@@ -120,8 +121,60 @@ def check(root: Path, lock: Path = LOCK) -> Dict[str, object]:
     if size > MAX_KIT_BYTES:
         errors.append(f'{root} holds {size / 1e6:.1f} MB, over the {MAX_KIT_BYTES / 1e6:.0f} MB '
                       'that can travel with the working tree')
+    # A prebuilt mmcv that fails its checks is no error of the kit: cuda_check compiles instead.
     return dict(status='failed' if errors else 'ok', errors=errors, fixtures=fixtures,
-                bytes=size)
+                bytes=size, prebuilt=prebuilt_state(root))
+
+
+def prebuilt_state(root: Path) -> Dict[str, str]:
+    """Whether ``prebuilt/`` holds an mmcv wheel that ``cuda_check`` may install unbuilt.
+
+    ``status`` is ``absent`` (no wheel: compile), ``ok`` (``wheel``: its sha256 equals its
+    MANIFEST.tsv row and BUILD.json, written by ``prebuild_mmcv.py inspect``, describes that
+    file and lists no problems), ``mismatch`` (the hash differs from the manifest or the
+    manifest has no row for it) or ``problems`` (BUILD.json missing, for another file, or with
+    problems); ``message`` says which file and why.
+    """
+    folder = Path(root) / 'prebuilt'
+    wheels = sorted(folder.glob('mmcv-*.whl')) if folder.is_dir() else []
+    if not wheels:
+        return dict(status='absent', message=f'no mmcv wheel in {folder}: mmcv is compiled')
+    build_json = folder / 'BUILD.json'
+    try:
+        build = json.loads(build_json.read_text())
+    except (OSError, ValueError) as exc:
+        build = None
+        reason = f'{build_json} is unreadable ({exc.__class__.__name__}: {exc})'
+    named = folder / build['wheel'] if build and build.get('wheel') else wheels[-1]
+    if named not in wheels:
+        return dict(status='problems', wheel=str(named),
+                    message=f'BUILD.json describes {named.name}, which is not in {folder} '
+                            f'(found {", ".join(w.name for w in wheels)}): mmcv is compiled')
+    digest = sha256(named)
+    manifest = Path(root) / 'MANIFEST.tsv'
+    rows = read_manifest(manifest) if manifest.is_file() else []
+    recorded = [r['sha256'] for r in rows if r.get('path') == f'prebuilt/{named.name}']
+    if not recorded:
+        return dict(status='mismatch', wheel=str(named), sha256=digest,
+                    message=f'prebuilt wheel {named} has no row in {manifest}: mmcv is compiled')
+    if recorded[0] != digest:
+        return dict(status='mismatch', wheel=str(named), sha256=digest,
+                    message=f'prebuilt wheel {named} has sha256 {digest}, {manifest.name} says '
+                            f'{recorded[0]}: not installed, mmcv is compiled')
+    if build is None:
+        return dict(status='problems', wheel=str(named), sha256=digest,
+                    message=f'{reason}: prebuilt wheel {named.name} not installed, mmcv is '
+                            'compiled')
+    if build.get('sha256') != digest or build.get('problems'):
+        why = (f'its checks were of sha256 {build.get("sha256")}'
+               if build.get('sha256') != digest else
+               'its checks found: ' + '; '.join(map(str, build['problems'])))
+        return dict(status='problems', wheel=str(named), sha256=digest,
+                    message=f'prebuilt wheel {named.name}: {why} (BUILD.json); not installed, '
+                            'mmcv is compiled')
+    return dict(status='ok', wheel=str(named), sha256=digest,
+                message=f'prebuilt wheel {named.name}: sha256 matches {manifest.name}, '
+                        'BUILD.json lists no problems')
 
 
 def kit_bytes(root: Path) -> int:
