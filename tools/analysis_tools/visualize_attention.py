@@ -216,7 +216,7 @@ def draw_smca(model, recorder, dets, image, args, out_dir) -> List[str]:
     h, w = layer.spatial_shapes[s]
     import torch
 
-    from mmdet_ddetr.models.smca_detr.feature_stride import resolve_stride
+    from mmdet_ddetr.models.smca_detr.base import resolve_stride
     setting = model.decoder.stride_settings()[s]
     # The canvas is the padded input: the stride of scale s as the model resolved it.
     input_hw = (int(image.shape[0]), int(image.shape[1]))

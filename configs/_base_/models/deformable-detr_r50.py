@@ -42,7 +42,7 @@ model = dict(
     # the opt-in CPU speed types instead (mmdet_ddetr/models/efficient, docs/configs.md).
     encoder=dict(  # DDETREncoder
         num_layers=6,
-        layer_cfg=dict(  # DDETREncoderLayer
+        layer_cfg=dict(  # PostNormEncoderLayer (registry alias DDETREncoderLayer)
             self_attn_cfg=dict(  # MSDeformAttention
                 embed_dims=256, num_heads=8, num_points=4,
                 dropout=0.1, batch_first=True),

@@ -32,7 +32,10 @@ def add_ffn_and_norms(layer: BaseModule, num_norms: int) -> None:
 @MODELS.register_module()
 class PostNormEncoderLayer(DetrTransformerEncoderLayer):
     """mmdet's ``DetrTransformerEncoderLayer`` (self-attention -> norm -> FFN -> norm) with its
-    sub-modules built from config.
+    sub-modules built from config: the one encoder layer of both families. SMCA's encoders
+    keep the default attention; Deformable DETR's encoder makes ``MSDeformAttention`` the
+    default (registry name ``DDETREncoderLayer``, see
+    :mod:`mmdet_ddetr.models.deformable_detr.encoder`).
 
     Args:
         self_attn_cfg (dict): Attention config; ``type`` defaults to mmcv's

@@ -1,17 +1,71 @@
 """Deformable DETR decoder (paper Sec. 4.1): object queries self-attend (ordinary multi-head
 attention) and then cross-attend to the encoder memory through multi-scale deformable attention
-around their reference point or box."""
+around their reference point or box.
+
+Iterative bounding box refinement (Sec. 4.2 and App. A.4) lives here too, since the decoder runs
+it: each decoder layer ``d`` predicts a box *relative to* its reference in inverse-sigmoid space,
+
+    b^d = sigmoid(delta^d + sigmoid^-1(b^(d-1))),
+
+and with refinement the next layer's reference is that prediction, detached, so gradients of one
+layer's box loss do not flow back through the references of the layers before it
+(:func:`apply_box_delta`, :func:`refine_reference`).
+"""
 from typing import Optional, Sequence, Tuple
 
 import torch
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
-from mmdet.models.layers.transformer import DetrTransformerDecoderLayer
+from mmdet.models.layers.transformer import DetrTransformerDecoderLayer, inverse_sigmoid
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
-from .box_refinement import refine_reference, scale_to_levels
+
 from ..common import add_ffn_and_norms, build_module
+
+
+# Iterative bounding box refinement (paper Sec. 4.2, App. A.4).
+
+def apply_box_delta(delta: Tensor, reference: Tensor) -> Tensor:
+    """Turn a regression output into a normalised box around ``reference``:
+    ``sigmoid(delta + sigmoid^-1(reference))``.
+
+    Args:
+        delta (Tensor): (..., 4) raw regression output (cx, cy, w, h) in logit space.
+        reference (Tensor): (..., 2) reference point (x, y) or (..., 4) reference box
+            (cx, cy, w, h), normalised to [0, 1] of the valid image region.
+
+    Returns:
+        Tensor: (..., 4) sigmoid-normalised (cx, cy, w, h). A point reference shifts only the
+        centre; a box reference shifts all four coordinates.
+    """
+    if reference.shape[-1] == 4:
+        return (delta + inverse_sigmoid(reference)).sigmoid()
+    if reference.shape[-1] != 2:
+        raise ValueError('a reference is a point (x, y) or a box (cx, cy, w, h); got last dim '
+                         f'{reference.shape[-1]}')
+    centre = delta[..., :2] + inverse_sigmoid(reference)
+    return torch.cat([centre, delta[..., 2:]], -1).sigmoid()
+
+
+def refine_reference(delta: Tensor, reference: Tensor) -> Tensor:
+    """Next layer's reference: the refined box, detached from the graph."""
+    return apply_box_delta(delta, reference).detach()
+
+
+def scale_to_levels(reference: Tensor, valid_ratios: Tensor) -> Tensor:
+    """Express a reference given relative to the valid region on every (padded) level.
+
+    Args:
+        reference (Tensor): (bs, num_queries, 2 | 4).
+        valid_ratios (Tensor): (bs, num_levels, 2) valid (w, h) fraction of each level.
+
+    Returns:
+        Tensor: (bs, num_queries, num_levels, 2 | 4); a box's (w, h) scale like its centre.
+    """
+    if reference.shape[-1] == 4:
+        valid_ratios = valid_ratios.repeat(1, 1, 2)
+    return reference[:, :, None] * valid_ratios[:, None]
 
 
 @MODELS.register_module()
@@ -110,4 +164,6 @@ class DDETRDecoder(BaseModule):
         return output[None], reference_points[None]
 
 
-__all__ = ['DDETRDecoderLayer', 'DDETRDecoder']
+__all__ = [
+    'apply_box_delta', 'refine_reference', 'scale_to_levels', 'DDETRDecoderLayer', 'DDETRDecoder'
+]

@@ -1,5 +1,15 @@
 """Deformable DETR encoder (paper Sec. 4.1): every pixel of every level attends, through
-multi-scale deformable attention, to a few points around its own position on all levels."""
+multi-scale deformable attention, to a few points around its own position on all levels.
+
+Its layer is the post-norm encoder layer both families share,
+:class:`~mmdet_ddetr.models.common.PostNormEncoderLayer` (self-attention -> norm -> FFN ->
+norm): the layers differed only by the attention they built, so the encoder makes
+``MSDeformAttention`` the default of ``self_attn_cfg`` instead (:func:`deformable_layer_cfg`).
+``DDETREncoderLayer`` stays a registry name for it, with the same default and the same
+state-dict keys (``self_attn``, ``ffn``, ``norms.0/1``).
+"""
+import copy
+import inspect
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -10,23 +20,36 @@ from mmdet.models.layers.transformer import DetrTransformerEncoderLayer
 from mmdet.registry import MODELS
 from mmdet.utils import ConfigType, OptConfigType
 
-from ..common import add_ffn_and_norms, build_module
+from ..common import PostNormEncoderLayer, build_module
+
+_MMDET_SELF_ATTN_DEFAULT = inspect.signature(
+    DetrTransformerEncoderLayer.__init__).parameters['self_attn_cfg'].default
 
 
-@MODELS.register_module()
-class DDETREncoderLayer(DetrTransformerEncoderLayer):
-    """Post-norm encoder layer: deformable self-attention -> norm -> FFN -> norm.
+def deformable_layer_cfg(layer_cfg: OptConfigType) -> dict:
+    """``layer_cfg`` (deep-copied) with its ``self_attn_cfg.type`` defaulting to
+    ``MSDeformAttention``; the config's own ``type``, if any, is kept."""
+    cfg = copy.deepcopy(dict(layer_cfg or {}))
+    # A missing self_attn_cfg keeps the layer's (mmdet's) default arguments.
+    attn_cfg = dict(cfg.get('self_attn_cfg', _MMDET_SELF_ATTN_DEFAULT))
+    attn_cfg.setdefault('type', 'MSDeformAttention')
+    cfg['self_attn_cfg'] = attn_cfg
+    return cfg
+
+
+@MODELS.register_module(name='DDETREncoderLayer')
+def DDETREncoderLayer(**layer_cfg) -> PostNormEncoderLayer:  # noqa: N802  (registry name)
+    """Registry name kept for configs and code that build ``type='DDETREncoderLayer'``: a
+    :class:`~mmdet_ddetr.models.common.PostNormEncoderLayer` with deformable self-attention
+    (``MSDeformAttention`` unless ``self_attn_cfg`` names another type).
 
     Args:
-        self_attn_cfg (dict): Attention config; ``type`` defaults to ``MSDeformAttention``.
-        ffn_cfg (dict): FFN config; ``type`` defaults to mmcv's ``FFN``.
-        norm_cfg (dict): Norm config. Defaults to LayerNorm.
-    """
+        **layer_cfg: ``self_attn_cfg``, ``ffn_cfg``, ``norm_cfg``, ``init_cfg``.
 
-    def _init_layers(self) -> None:
-        self.self_attn = build_module(self.self_attn_cfg, 'MSDeformAttention')
-        self.embed_dims = self.self_attn.embed_dims
-        add_ffn_and_norms(self, 2)
+    Returns:
+        PostNormEncoderLayer: the layer.
+    """
+    return PostNormEncoderLayer(**deformable_layer_cfg(layer_cfg))
 
 
 @MODELS.register_module()
@@ -35,7 +58,8 @@ class DDETREncoder(BaseModule):
 
     Args:
         num_layers (int): Number of layers (paper: 6).
-        layer_cfg (dict): Config of each layer; ``type`` defaults to ``DDETREncoderLayer``.
+        layer_cfg (dict): Config of each layer; ``type`` defaults to ``PostNormEncoderLayer``,
+            ``self_attn_cfg.type`` to ``MSDeformAttention``.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -46,7 +70,8 @@ class DDETREncoder(BaseModule):
             raise ValueError(f'encoder num_layers must be >= 1, got {num_layers}')
         self.num_layers = num_layers
         self.layers = ModuleList(
-            [build_module(layer_cfg, 'DDETREncoderLayer') for _ in range(num_layers)])
+            [build_module(deformable_layer_cfg(layer_cfg), 'PostNormEncoderLayer')
+             for _ in range(num_layers)])
         self.embed_dims = self.layers[0].embed_dims
 
     def forward(self, query: Tensor, query_pos: Tensor, key_padding_mask: Optional[Tensor],
@@ -107,4 +132,4 @@ def encoder_reference_points(spatial_shape_list: Sequence[Tuple[int, int]],
     return reference_points[:, :, None] * valid_ratios[:, None]
 
 
-__all__ = ['DDETREncoderLayer', 'DDETREncoder', 'encoder_reference_points']
+__all__ = ['deformable_layer_cfg', 'DDETREncoderLayer', 'DDETREncoder', 'encoder_reference_points']

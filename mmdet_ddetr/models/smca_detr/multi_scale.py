@@ -14,8 +14,8 @@ from mmdet.utils import ConfigType, OptConfigType
 from ..common import build_module
 from ..common.levels import flatten_levels, image_padding_mask, level_masks
 from .base import (SMCADecoderBase, SMCADecoderLayerBase, SMCADETRBase, add_padding_mask,
-                   check_heads, image_wh, padded_input_hw)
-from .feature_stride import check_stride_setting, resolve_stride
+                   check_heads, check_stride_setting, image_wh, padded_input_hw,
+                   resolve_stride)
 
 ENCODER_LAYER_TYPES = ('intra', 'multi')
 
@@ -167,7 +167,7 @@ class SMCAMultiScaleDecoder(SMCADecoderBase):
         layer_cfg: Layer config; ``type`` defaults to ``SMCAMultiScaleDecoderLayer``.
         feat_strides: Input pixels per cell of every scale: ``'auto'`` (default) derives
             them from the padded input and each map; numbers, e.g. ``(16, 32, 64)``, are
-            checked against the maps (see :mod:`.feature_stride`).
+            checked against the maps (see :func:`.base.resolve_stride`).
         post_norm_cfg: Norm applied to every returned layer output.
         return_intermediate: Return all layer outputs (needed for the auxiliary losses).
         init_cfg: Usual mmengine init config.

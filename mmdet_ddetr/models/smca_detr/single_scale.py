@@ -9,9 +9,9 @@ from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from mmdet.utils import ConfigType, OptConfigType
 
-from .base import (SMCADecoderBase, SMCADecoderLayerBase, SMCADETRBase, add_padding_mask,
-                   image_wh, padded_input_hw)
-from .feature_stride import StrideSetting, check_stride_setting, resolve_stride
+from .base import (SMCADecoderBase, SMCADecoderLayerBase, SMCADETRBase, StrideSetting,
+                   add_padding_mask, check_stride_setting, image_wh, padded_input_hw,
+                   resolve_stride)
 
 
 @MODELS.register_module()
@@ -61,7 +61,7 @@ class SMCATransformerDecoder(SMCADecoderBase):
         feat_stride: Input pixels per feature cell used to map the centre to the grid:
             ``'auto'`` (default) derives it from the padded input and the feature map; a
             number is checked against the map (an error when they disagree); ``'official'``
-            is the official code's fixed 32 (C5), never checked. See :mod:`.feature_stride`.
+            is the official code's fixed 32 (C5), never checked. See :func:`.base.resolve_stride`.
         init_cfg: Usual mmengine init config.
     """
 

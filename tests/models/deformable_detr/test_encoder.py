@@ -28,3 +28,22 @@ def test_reference_points_respect_padding():
     # same image location on level 1 (padded coords again)
     torch.testing.assert_close(ref[0, 3, 1, 0], torch.tensor(3.5 / 8))
 
+
+
+def test_the_encoder_layer_is_the_shared_post_norm_layer_with_deformable_attention():
+    """One encoder layer class for both families; ``DDETREncoderLayer`` stays a registry name
+    with deformable attention by default, and the state-dict keys do not change."""
+    from mmdet.registry import MODELS
+    from mmdet_ddetr.models.common import PostNormEncoderLayer
+    from mmdet_ddetr.models.deformable_detr import DDETREncoder, MSDeformAttention
+
+    cfg = dict(self_attn_cfg=dict(embed_dims=32, num_heads=4, num_levels=2, num_points=2,
+                                  batch_first=True),
+               ffn_cfg=dict(embed_dims=32, feedforward_channels=64))
+    aliased = MODELS.build(dict(type='DDETREncoderLayer', **cfg))
+    encoder = DDETREncoder(num_layers=1, layer_cfg=cfg)
+    for layer in (aliased, encoder.layers[0]):
+        assert type(layer) is PostNormEncoderLayer
+        assert type(layer.self_attn) is MSDeformAttention
+    assert list(aliased.state_dict()) == list(encoder.layers[0].state_dict())
+    assert {k.split('.')[0] for k in aliased.state_dict()} == {'self_attn', 'ffn', 'norms'}

@@ -1,3 +1,4 @@
+"""Iterative box refinement, run by the decoder (paper Sec. 4.2)."""
 import torch
 
 from mmdet_ddetr.models.deformable_detr import apply_box_delta, refine_reference, scale_to_levels

@@ -1,13 +1,12 @@
-"""The Gaussian centre's stride: derived from the map, checked when configured, official rule
-kept (issue 13)."""
+"""base.py: the Gaussian centre's stride, derived from the map, checked when configured, official
+rule kept (issue 13)."""
 import copy
 
 import pytest
 import torch
 
 from mmdet.registry import MODELS
-from mmdet_ddetr.models.smca_detr.feature_stride import (check_stride_setting, derive_stride,
-                                                         resolve_stride)
+from mmdet_ddetr.models.smca_detr.base import check_stride_setting, derive_stride, resolve_stride
 from tests.conftest import build_model, make_batch
 from tests.models.smca_detr.common import small_smca_cfg
 
