@@ -10,7 +10,7 @@ C++ kernels allocate (they follow their inputs' device on a GPU).
 import pytest
 import torch
 
-from .conftest import VARIANTS, allowed, audit, in_library, run_audit
+from .conftest import PRECISIONS, VARIANTS, allowed, audit, in_library, run_audit
 
 ALLOWED = {
     'HungarianAssigner.assign': 'scipy results come back with from_numpy(...).to(device)',
@@ -23,9 +23,10 @@ def misplaced(run, phase=None):
             if in_library(e) and not allowed(e, ALLOWED)]
 
 
+@pytest.mark.parametrize('precision', PRECISIONS)
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_everything_is_made_on_the_input_device(variant):
-    run = audit(variant, 'fp32')
+def test_everything_is_made_on_the_input_device(variant, precision):
+    run = audit(variant, precision)
     assert run.events('upload'), 'no upload recorded: audit blind?'
     found = misplaced(run)
     assert not found, '\n'.join(map(str, found))

@@ -11,7 +11,7 @@ import contextlib
 import pytest
 import torch
 
-from .conftest import VARIANTS, allowed, audit, in_library, run_audit
+from .conftest import PRECISIONS, VARIANTS, allowed, audit, in_library, run_audit
 
 #: Intended syncs: qualname on the stack -> why.
 INTENDED = {
@@ -31,16 +31,18 @@ def syncs(run, phase):
     return [e for e in run.events('sync', phase) if in_library(e)]
 
 
+@pytest.mark.parametrize('precision', PRECISIONS)
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_predict_makes_no_host_sync(variant):
-    found = syncs(audit(variant, 'fp32'), 'predict')
+def test_predict_makes_no_host_sync(variant, precision):
+    found = syncs(audit(variant, precision), 'predict')
     assert not found, '\n'.join(map(str, found))
 
 
+@pytest.mark.parametrize('precision', PRECISIONS)
 @pytest.mark.parametrize('variant', VARIANTS)
-def test_training_step_syncs_only_where_listed(variant):
+def test_training_step_syncs_only_where_listed(variant, precision):
     """Intended and known syncs only; the divergence guard adds none."""
-    run = audit(variant, 'fp32')
+    run = audit(variant, precision)
     found = syncs(run, 'train')
     assert any(allowed(e, INTENDED) for e in found), 'matching sync not seen: audit blind?'
     assert not [e for e in found if 'DivergenceGuardHook.after_train_iter' in e.chain]
