@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
+from mmdet_ddetr.engine.checkpoint_safety import load_from_local
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.cuda
@@ -47,7 +47,7 @@ def test_train_amp_one_epoch_then_test(device, tmp_path):
     checkpoint = work / 'epoch_1.pth'
     assert checkpoint.is_file(), f'no checkpoint after one epoch:\n{log[-3000:]}'
     # AmpOptimWrapper (what --amp selects) saves its loss scaler with the optimizer.
-    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    state = load_from_local(str(checkpoint), map_location='cpu')  # weights-only
     assert 'loss_scaler' in state['optimizer'], sorted(state['optimizer'])
     losses = re.findall(r'\bloss: (\S+)', log)
     assert losses, f'no loss logged:\n{log[-2000:]}'
