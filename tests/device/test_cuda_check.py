@@ -128,14 +128,14 @@ def test_mmcv_plan_installs_only_a_verified_prebuilt_wheel(tmp_path):
     assert plan['prebuilt'] == 'mismatch' and 'no row' in plan['message']
 
 
-def fake_run(module, tmp_path):
+def fake_run(module, tmp_path, rehearse=False):
     calls = []
 
     def sh(name, cmd, log, timeout, env=None, cwd=None):
         calls.append([str(c) for c in cmd])
         return 0
-    run = types.SimpleNamespace(python='py312', dry=False, facts={}, outdir=tmp_path / 'out',
-                                sh=sh, left=lambda: 500.0)
+    run = types.SimpleNamespace(python='py312', dry=False, rehearse=rehearse, gpu=not rehearse,
+                                facts={}, outdir=tmp_path / 'out', sh=sh, left=lambda: 500.0)
     run.outdir.mkdir(parents=True)
     return run, calls
 
@@ -165,6 +165,40 @@ def test_mmcv_stage_runs_the_chosen_command(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f'prebuilt wheel {wheel} has sha256' in out and 'mmcv is compiled' in out
     assert run.facts['mmcv_plan']['prebuilt'] == 'mismatch'
+
+
+def test_rehearsal_installs_the_verified_wheel_and_never_compiles(tmp_path, monkeypatch):
+    """``--rehearse`` runs the GPU branch's install of the prebuilt wheel, then a CPU smoke
+    test (no CUDA here); without a verified wheel it fails, naming why, instead of compiling."""
+    module = load_cuda_check()
+    root = tmp_path / 'kit'
+    monkeypatch.setattr(module, 'KIT', root)
+    monkeypatch.setattr(module, 'SITE', tmp_path / 'site')
+    wheel = fake_prebuilt(module, root)
+    run, calls = fake_run(module, tmp_path, rehearse=True)
+    detail = module.stage_mmcv(run, open(tmp_path / 'log', 'w'), 100)
+    assert 'installed and CPU-smoke-tested' in detail
+    assert calls[0] == module.mmcv_plan('py312')['cmd'] and calls[0][-1] == str(wheel)
+    assert 'mmcv.ops.nms' in calls[1][2] and 'cuda' not in calls[1][2]
+    assert len(calls) == 2
+
+    wheel.write_bytes(b'tampered on the way')
+    run, calls = fake_run(module, tmp_path / 'second', rehearse=True)
+    with pytest.raises(RuntimeError, match='never compiles.*has sha256'):
+        module.stage_mmcv(run, open(tmp_path / 'log2', 'w'), 100)
+    assert calls == []
+
+
+def test_rehearsal_needs_the_gpu_machines_python(tmp_path):
+    proc = run(str(tmp_path), '--rehearse', '--stages', 'env')
+    env = json.loads((tmp_path / 'summary.json').read_text())['stages'][0]
+    if sys.version_info[:2] == (3, 12):
+        pytest.skip('this Python is 3.12: whether its torch is 2.11 decides, not tested here')
+    assert proc.returncode == 1 and env['status'] == 'failed', env
+    assert "needs the GPU machine's Python 3.12 and torch 2.11.0" in env['detail']
+    assert 'rehearse.sh' in env['detail']
+    proc = run(str(tmp_path), '--rehearse', '--dry-run')
+    assert proc.returncode == 2 and 'not allowed with' in proc.stderr
 
 
 def minimal_wheel(tag: str) -> bytes:

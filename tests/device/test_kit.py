@@ -72,6 +72,24 @@ def test_check_states(tmp_path):
     assert any('differs from MANIFEST' in e for e in kit.check(root, lock)['errors'])
 
 
+def test_everything_in_the_kit_folder_counts_and_strays_are_named(tmp_path):
+    """``carry=[".device"]`` takes the whole folder: a build tree or venv left in it is an error
+    (it once held a 4.7 GB build environment that the kit's size check did not count)."""
+    lock = write_lock(tmp_path, {'a': ('wheel', 'whl', b'aaa')})
+    root = tmp_path / 'kit'
+    (root / 'wheels').mkdir(parents=True)
+    (root / 'wheels' / 'a-1.0.whl').write_bytes(b'aaa')
+    kit.write_manifest(root, lock)
+    assert kit.check(root, lock)['status'] == 'ok'
+    (root / 'build-env' / 'lib').mkdir(parents=True)
+    (root / 'build-env' / 'lib' / 'big.so').write_bytes(b'x' * 1000)
+    state = kit.check(root, lock)
+    assert state['status'] == 'failed'
+    assert state['bytes'] == 3 + 1000 + (root / 'MANIFEST.tsv').stat().st_size
+    assert len(state['errors']) == 1 and 'build-env (0.0 MB) is not part of the kit' in \
+        state['errors'][0], state['errors']
+
+
 def report(*items):
     return {'install': [dict(requested=req, metadata=dict(name=name, version='1',
                                                           requires_dist=deps))

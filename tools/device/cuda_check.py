@@ -1,6 +1,6 @@
 """The CUDA proof in one call: install the kit offline, build mmcv's CUDA ops, test, benchmark.
 
-    bash tools/device/cuda_check.sh OUTDIR [--dry-run] [--budget S] [--stages a,b] [--skip ...]
+    bash tools/device/cuda_check.sh OUTDIR [--dry-run | --rehearse] [--budget S] [--stages a,b]
 
 Runs from the repository root on the GPU machine (Python 3.12, torch 2.11 + CUDA 13, no index)
 with ``.device/`` prepared by ``tools/device/prepare.sh`` and carried along. Each stage runs as
@@ -23,6 +23,15 @@ GPU: kit check (``not-prepared`` is reported, not failed, when ``.device/`` is a
 tags resolvable for Python 3.12, mmcv source patch check, imports, ``pytest -m cuda
 --collect-only``, the parity tool's ``--device`` option, a 1-iteration CPU benchmark and the
 summary.
+
+``--rehearse`` (CPU, with the GPU machine's Python and torch: ``tools/device/rehearse.sh``) runs
+the GPU run's own code on this machine: the offline install into ``build/device/site``, the
+prebuilt wheel's gate and install (it never compiles: that takes hours here), the imports, and
+every CUDA test with the CPU in the GPU's place (``MMDET_DDETR_CUDA_TEST_DEVICE=cpu``: tests that
+need a real GPU skip themselves; the AMP training steps are deselected, minutes each here).
+mmcv's CUDA smoke test becomes a CPU one (``import mmcv.ops``, ``nms``), the benchmark runs a
+small CPU case and mmdet's ``benchmark.py`` (hard-coded ``.cuda()``) is skipped. Stage caps are
+multiplied by ``REHEARSAL_CAP_FACTOR`` (2 shared cores in place of 16 and a GPU).
 """
 import argparse
 import glob
@@ -58,6 +67,8 @@ MMCV_BUILD_ENV = dict(MMCV_WITH_OPS='1', FORCE_CUDA='1', TORCH_CUDA_ARCH_LIST='9
 #: Seconds each stage may take at most; the budget cuts them further.
 CAPS = {'env': 30, 'kit': 30, 'install': 60, 'mmcv': 480, 'import': 60, 'tests-msda': 120,
         'parity': 120, 'tests-models': 180, 'bench': 240, 'runner': 150, 'mmdet-bench': 90}
+#: A rehearsal runs on 2 shared CPU cores: its stages get this many times the GPU caps.
+REHEARSAL_CAP_FACTOR = 4
 #: Stages that cannot run when one of these failed (a failure upstream says it all).
 NEEDS = {'install': ['kit'], 'mmcv': ['install'], 'import': ['mmcv'],
          'tests-msda': ['import'], 'parity': ['import'], 'tests-models': ['import'],
@@ -71,8 +82,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('outdir', help='folder for summary.json, logs.tar.gz, bench.txt and '
                         'the built mmcv wheel (e.g. $OUT of the device tool)')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='CPU rehearsal: every step that needs no GPU')
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument('--dry-run', action='store_true',
+                      help='CPU check of every step that needs no GPU, in any Python')
+    mode.add_argument('--rehearse', action='store_true',
+                      help="the GPU run on this CPU, with the GPU machine's Python 3.12 and "
+                      'torch 2.11 (tools/device/rehearse.sh): real install, CUDA tests on CPU')
     parser.add_argument('--budget', type=float, default=560,
                         help='seconds for the whole run (default 560: inside the device '
                         "tool's 10 minutes per command, with time to pack the results)")
@@ -107,6 +122,9 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dry = args.dry_run
+        self.rehearse = args.rehearse
+        #: a real run on the GPU machine (neither dry nor rehearsed)
+        self.gpu = not (self.dry or self.rehearse)
         self.outdir = Path(args.outdir).resolve()
         self.outdir.mkdir(parents=True, exist_ok=True)
         self.start = time.time()
@@ -115,7 +133,8 @@ class Run:
         shutil.rmtree(self.logs, ignore_errors=True)
         self.logs.mkdir(parents=True)
         self.stages: List[Dict] = []
-        self.facts: Dict[str, object] = dict(mode='dry-run' if self.dry else 'gpu')
+        self.facts: Dict[str, object] = dict(
+            mode='dry-run' if self.dry else 'rehearsal' if self.rehearse else 'gpu')
         self.python = sys.executable
 
     # ---------------------------------------------------------------- environment
@@ -133,7 +152,10 @@ class Run:
         env['MMDET_DDETR_CUDA_REPORT'] = str(self.logs / 'measured.jsonl')
         if self.dry:
             env.setdefault('OMP_NUM_THREADS', '1')
-            env['CUDA_VISIBLE_DEVICES'] = ''  # a dry run must not touch a GPU, even if present
+        if not self.gpu:
+            env['CUDA_VISIBLE_DEVICES'] = ''  # a CPU run must not touch a GPU, even if present
+        if self.rehearse:
+            env['MMDET_DDETR_CUDA_TEST_DEVICE'] = 'cpu'  # the CUDA tests, the CPU in its place
         return env
 
     def left(self) -> float:
@@ -166,7 +188,8 @@ class Run:
         blocked = [n for n in NEEDS.get(name, []) if self.status(n) in blocking]
         record = dict(name=name, status='skipped', seconds=0.0, log=f'logs/{name}.log',
                       detail='')
-        limit = min(CAPS[name], self.left() - 10)
+        limit = min(CAPS[name] * (REHEARSAL_CAP_FACTOR if self.rehearse else 1),
+                    self.left() - 10)
         if blocked:
             record['detail'] = f'needs {", ".join(blocked)}'
         elif limit < 5:
@@ -239,7 +262,7 @@ def stage_env(run: Run, log, limit: float) -> str:
             '                gpu_mem_gib=round(p.total_memory / 2**30, 1))\n'
             'print("ENV " + json.dumps(info))\n')
     run.sh('env', [run.python, '-c', code], log, limit)
-    if not run.dry:
+    if run.gpu:
         for cmd in (['nvidia-smi'], ['nvcc', '--version'], [run.python, '-m', 'pip', 'list']):
             if shutil.which(cmd[0]) or cmd[0] == run.python:
                 run.sh('env', cmd, log, limit)
@@ -250,8 +273,12 @@ def stage_env(run: Run, log, limit: float) -> str:
           + (text.strip().splitlines() or [''])[-1])
     info = json.loads(match.group(1))
     run.facts['machine'] = info
-    if not run.dry:
+    if run.gpu:
         check(info['cuda_available'], 'torch sees no CUDA device')
+    if run.rehearse:
+        check(info['python'].startswith('3.12.') and info['torch'].startswith('2.11.0'),
+              f"a rehearsal needs the GPU machine's Python 3.12 and torch 2.11.0, not "
+              f"{info['python']} and {info['torch']}: run tools/device/rehearse.sh")
     return ', '.join(f'{k}={v}' for k, v in info.items())
 
 
@@ -315,6 +342,38 @@ def patch_mmcv_sources(src: Path, torch_include: Path) -> List[str]:
             path.write_text(new)
             changed.append(rel)
     return changed
+
+
+def cuda_toolkit(nvcc: str = 'nvcc') -> Path:
+    """The CUDA toolkit that ``nvcc`` belongs to, as nvcc itself reports it (``TOP``).
+
+    torch takes ``CUDA_HOME`` from the folder above ``which nvcc``; where ``nvcc`` is a wrapper
+    script (on these machines ``/usr/local/bin/nvcc`` runs ``/usr/local/cuda-13.0/bin/nvcc``)
+    that is ``/usr/local``, with no CUDA headers: nvcc still finds its own, but the ``.cpp``
+    files that include ``cuda_runtime_api.h`` (compiled by ``c++``) do not.
+    """
+    out = subprocess.run([nvcc, '--dryrun', '-x', 'cu', '-c', os.devnull, '-o', os.devnull],
+                         capture_output=True, text=True)
+    top = re.search(r'^#\$ TOP=(.+)$', out.stdout + out.stderr, re.M)
+    check(top is not None, f'`{nvcc} --dryrun` does not say where its toolkit is')
+    return Path(top.group(1).strip()).resolve()
+
+
+def mmcv_compile_env(env: Dict[str, str], site_packages: Path) -> Dict[str, str]:
+    """``env`` for compiling mmcv's CUDA ops against this Python's torch, whatever the
+    ``CUDA_HOME`` torch infers: the toolkit's headers and libraries first (see
+    :func:`cuda_toolkit`), then the headers of the CUDA libraries torch's wheel brings
+    (cuBLAS, cuSPARSE, ...: torch's CUDA headers include them; a compiler-and-runtime toolkit
+    lacks them). Only search paths change, never the compile commands, so ninja resumes an
+    interrupted build with the objects it has."""
+    toolkit = cuda_toolkit()
+    library_headers = sorted(str(p) for p in site_packages.glob('nvidia/**/include') if p.is_dir())
+    env = dict(env, **MMCV_BUILD_ENV)
+    env['CPATH'] = os.pathsep.join(filter(None, [str(toolkit / 'include'), *library_headers,
+                                                 env.get('CPATH')]))
+    env['LIBRARY_PATH'] = os.pathsep.join(filter(None, [str(toolkit / 'lib64'),
+                                                        env.get('LIBRARY_PATH')]))
+    return env
 
 
 def find_prebuilt(run: Run) -> List[Path]:
@@ -409,6 +468,29 @@ def dry_run_mmcv(run: Run, log, limit: float, plan: Dict[str, object]) -> str:
             + ' '.join(f'{k}={v}' for k, v in MMCV_BUILD_ENV.items()))
 
 
+MMCV_CPU_SMOKE = '''
+import torch, mmcv, mmcv._ext, mmcv.ops
+assert mmcv.__version__ == '2.1.0', mmcv.__version__
+boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [20., 20., 30., 30.]])
+_, keep = mmcv.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
+assert keep.tolist() == [0, 2], keep
+print(f'mmcv {mmcv.__version__} from {mmcv.__file__}: mmcv.ops imports, its CPU nms runs')
+'''
+
+
+def rehearse_mmcv(run: Run, log, limit: float, plan: Dict[str, object]) -> str:
+    """The GPU run's install of the prebuilt wheel, then a CPU smoke test in its place."""
+    check(plan['action'] == 'install-prebuilt',
+          f'a rehearsal installs the prebuilt wheel and never compiles (hours here): '
+          f'{plan["message"]}')
+    t0 = time.time()
+    check(run.sh('mmcv', plan['cmd'], log, limit) == 0, 'installing the prebuilt wheel failed')
+    check(run.sh('mmcv', [run.python, '-c', MMCV_CPU_SMOKE], log, limit) == 0,
+          'the prebuilt mmcv fails its CPU smoke test (logs/mmcv.log)')
+    return (f'prebuilt {Path(plan["wheel"]).name} installed and CPU-smoke-tested in '
+            f'{time.time() - t0:.0f} s (sha256 verified; the CUDA smoke test needs a GPU)')
+
+
 def stage_mmcv(run: Run, log, limit: float) -> str:
     plan = mmcv_plan(run.python)
     run.facts['mmcv_plan'] = {k: str(v) for k, v in plan.items() if k != 'cmd'}
@@ -417,6 +499,8 @@ def stage_mmcv(run: Run, log, limit: float) -> str:
         print(f'[cuda_check] mmcv: {plan["message"]}', flush=True)
     if run.dry:
         return dry_run_mmcv(run, log, limit, plan)
+    if run.rehearse:
+        return rehearse_mmcv(run, log, limit, plan)
     sdist = KIT / 'sdist' / f'{MMCV}.tar.gz'
     pip = [run.python, *PIP_INSTALL, '--target', str(SITE), '--upgrade']
     if plan['action'] == 'install-prebuilt':
@@ -448,8 +532,9 @@ def stage_mmcv(run: Run, log, limit: float) -> str:
                            env=run.env(), capture_output=True, text=True, check=True)
     changed = patch_mmcv_sources(src, Path(probe.stdout.strip()))
     log.write(f'[cuda_check] THC include replaced in: {changed or "nothing (torch has it)"}\n')
-    env = run.env()
-    env.update(MMCV_BUILD_ENV)
+    site_probe = subprocess.run([run.python, '-c', 'import sysconfig; print(sysconfig.get_paths()'
+                                 '["purelib"])'], capture_output=True, text=True, check=True)
+    env = mmcv_compile_env(run.env(), Path(site_probe.stdout.strip()))
     # Only the kit's packages (setuptools 81 first): this checkout has nothing to lend the
     # build, and its build/ folder would pose as a namespace package named 'build'.
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(SITE), os.environ.get('PYTHONPATH')]))
@@ -535,8 +620,11 @@ def stage_tests_msda(run: Run, log, limit: float) -> str:
 def stage_tests_models(run: Run, log, limit: float) -> str:
     if run.dry:
         raise Skip('needs a GPU (collected by tests-msda)')
+    # Rehearsed on 2 cores, the 8 AMP training runs would take most of an hour.
+    deselect = ['-k', 'not amp_training'] if run.rehearse else []
     return pytest(run, log, limit, 'tests-models', f'{CUDA_TESTS}/test_models_cuda.py',
-                  f'{CUDA_TESTS}/test_amp_cuda.py', f'{CUDA_TESTS}/test_sync_free_cuda.py')
+                  f'{CUDA_TESTS}/test_amp_cuda.py', f'{CUDA_TESTS}/test_sync_free_cuda.py',
+                  *deselect)
 
 
 def stage_runner(run: Run, log, limit: float) -> str:
@@ -560,7 +648,7 @@ def stage_parity(run: Run, log, limit: float) -> str:
 def stage_bench(run: Run, log, limit: float) -> str:
     tool = 'tools/analysis_tools/benchmark_vs_mmdet.py'
     out_json = run.logs / 'bench.json'
-    if run.dry:
+    if not run.gpu:
         cmd = [run.python, tool, '--device', 'cpu', '--variants', 'plain', '--iters', '1',
                '--warmup', '0', '--img-size', '64', '96', '--num-queries', '20',
                '--precisions', 'fp32', 'amp', '--json', out_json]
@@ -631,6 +719,9 @@ def stage_mmdet_bench(run: Run, log, limit: float) -> str:
         if not path.is_file():
             raise Skip(f'{script} is not in this environment\'s mmdet (the kit\'s wheel has it)')
         return f'{script} present (it hard-codes .cuda(): run needs a GPU)'
+    if run.rehearse:
+        check(path.is_file(), f'{script} is not in the installed mmdet')
+        raise Skip(f'{script} present; it hard-codes .cuda(): needs a GPU')
     data = make_synthetic(run, log, limit / 3)
     py(run, log, run.left() - 10, MMDET_BENCH, MMDET_BENCH_CONFIG,
        str(WORK / 'ddetr_r50_init.pth'), str(data))
@@ -651,7 +742,8 @@ STAGES = {'env': stage_env, 'kit': stage_kit, 'install': stage_install, 'mmcv': 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     run = Run(args)
-    print(f'[cuda_check] {"DRY RUN (CPU)" if run.dry else "GPU run"}: budget {args.budget:.0f} s,'
+    kind = 'DRY RUN (CPU)' if run.dry else 'REHEARSAL (CPU)' if run.rehearse else 'GPU run'
+    print(f'[cuda_check] {kind}: budget {args.budget:.0f} s,'
           f' results -> {run.outdir}', flush=True)
     for name in ORDER:
         run.stage(name, STAGES[name])

@@ -32,6 +32,8 @@ LOCK = HERE / 'requirements-gpu.lock'
 MACHINE_PACKAGES = HERE / 'gpu_machine_packages.txt'
 #: Size limit of the kit: the device tool carries at most 64 MiB with the working tree.
 MAX_KIT_BYTES = 60 * 10**6
+#: What the kit folder holds (see the layout above); anything else would travel with it.
+KIT_ENTRIES = ('wheels', 'sdist', 'fixtures', 'prebuilt', 'MANIFEST.tsv')
 #: A package the closure asks for that the machine provides under another name.
 SUBSTITUTES = {'opencv-python': 'opencv-python-headless'}
 
@@ -117,6 +119,9 @@ def check(root: Path, lock: Path = LOCK) -> Dict[str, object]:
                 errors.append(f'{path} differs from MANIFEST.tsv')
     else:
         errors.append(f'{manifest} is missing: re-run tools/device/prepare.sh')
+    errors += [f'{root / name} ({size / 1e6:.1f} MB) is not part of the kit but would travel '
+               f'with it: move it out of {root} (builds and environments belong in build/)'
+               for name, size in strays(root).items()]
     size = kit_bytes(root)
     if size > MAX_KIT_BYTES:
         errors.append(f'{root} holds {size / 1e6:.1f} MB, over the {MAX_KIT_BYTES / 1e6:.0f} MB '
@@ -178,13 +183,21 @@ def prebuilt_state(root: Path) -> Dict[str, str]:
 
 
 def kit_bytes(root: Path) -> int:
-    """Bytes under the kit folder, without builds left there by an earlier GPU call."""
-    total = 0
-    for folder in ('wheels', 'sdist', 'fixtures', 'prebuilt'):
-        for path in (Path(root) / folder).glob('*'):
-            if path.is_file():
-                total += path.stat().st_size
-    return total
+    """Bytes of every file under the kit folder: what ``carry=[".device"]`` takes along."""
+    return sum(_tree_bytes(path) for path in Path(root).iterdir())
+
+
+def _tree_bytes(path: Path) -> int:
+    if path.is_symlink() or not path.is_dir():
+        return path.lstat().st_size if path.is_file() else 0
+    return sum(_tree_bytes(child) for child in path.iterdir())
+
+
+def strays(root: Path) -> Dict[str, int]:
+    """Entries of the kit folder that are not the kit's (a build tree, a venv): they would
+    travel with it all the same; name -> bytes."""
+    return {path.name: _tree_bytes(path) for path in sorted(Path(root).iterdir())
+            if path.name not in KIT_ENTRIES}
 
 
 def read_manifest(path: Path) -> List[Dict[str, str]]:

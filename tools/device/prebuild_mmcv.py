@@ -1,8 +1,8 @@
 """Build mmcv 2.1.0's CUDA ops for the GPU machine here, on a CPU machine, and check the wheel.
 
-    bash tools/device/prebuild_mmcv.sh [--jobs N]          # venv + this script (reproduces it)
-    PY312/bin/python tools/device/prebuild_mmcv.py build   [--jobs N] [--root .device]
-    PY312/bin/python tools/device/prebuild_mmcv.py inspect [--root .device]
+    bash tools/device/prebuild_mmcv.sh [--jobs N]   # kit + gpu_python.sh + build (reproduces it)
+    build/gpu-py312/bin/python tools/device/prebuild_mmcv.py build   [--jobs N]
+    build/gpu-py312/bin/python tools/device/prebuild_mmcv.py inspect
 
 The GPU machine runs Python 3.12 with torch 2.11.0 + CUDA 13.0 and has nvcc 13.0; this machine
 has the same nvcc, and PyPI's torch 2.11.0 for cp312 is that same CUDA 13.0 build. So the wheel
@@ -10,18 +10,21 @@ can be compiled here, for ``sm_90`` only, with the kit's mmcv source (``.device/
 ``prepare.sh``) and the same THC include fix the kit applies there. Nothing of it needs a GPU:
 nvcc compiles device code for the named architecture without one.
 
-``build`` unpacks (keeping an earlier tree, so an interrupted build resumes with ninja's
-objects), patches, runs ``setup.py bdist_wheel`` with ``MMCV_WITH_OPS=1 FORCE_CUDA=1
+``build`` unpacks into ``build/prebuild/`` (``--work``; outside the carried ``.device/``),
+keeping an earlier tree so that an interrupted build resumes with ninja's objects, patches, runs ``setup.py bdist_wheel`` with ``MMCV_WITH_OPS=1 FORCE_CUDA=1
 TORCH_CUDA_ARCH_LIST=9.0``, writes the wheel to ``.device/prebuilt/`` atomically, then runs
 ``inspect``. ``inspect`` checks what a CPU machine can check and writes
 ``.device/prebuilt/BUILD.json``:
 
 * symbols: the ``_ext`` library defines mmcv's MSDA entry points and CUDA launchers;
 * linkage: every ``DT_NEEDED`` library is the C/C++ runtime, torch 2.11's own libraries or the
-  CUDA 13 runtime (all present on the GPU machine);
+  CUDA 13 runtime, each provided by a package of the GPU machine's list
+  (``gpu_machine_packages.txt``), and ``ldd`` resolves them all in this environment;
 * device code: ``cuobjdump --list-elf`` lists ``sm_90`` cubins;
-* import: ``import mmcv._ext`` in this Python 3.12 with torch 2.11 (no GPU: the library loads,
-  no kernel can run).
+* import: ``import mmcv.ops`` in this Python 3.12 with torch 2.11 (with the kit's mmengine): no
+  GPU, so it says what loads (the library, every op's Python module, the CPU kernels: ``nms``
+  runs) and what cannot (the MSDA kernel refuses CPU tensors);
+* time: the compile's object-seconds and wall time from ninja's log, across resumed runs.
 
 It then rewrites the kit's ``MANIFEST.tsv`` (``kit.py manifest``), so the wheel's sha256 is
 recorded there; ``cuda_check`` installs the carried wheel only when its hash matches that row.
@@ -39,13 +42,13 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 import kit  # noqa: E402  (stdlib only)
-from cuda_check import MMCV, MMCV_BUILD_ENV, patch_mmcv_sources  # noqa: E402
+from cuda_check import MMCV, MMCV_BUILD_ENV, mmcv_compile_env, patch_mmcv_sources  # noqa: E402
 
 #: What the GPU machine runs (tools/device/README.md): the wheel must match it exactly.
 TARGET_PYTHON = (3, 12)
@@ -58,9 +61,10 @@ EXPECTED_SYMBOLS = ('ms_deform_attn_forward', 'ms_deform_attn_backward',
                     'ms_deformable_im2col_gpu_kernel', 'ms_deformable_col2im_gpu_kernel_gm')
 #: Libraries the ``_ext`` module may need: the C/C++ runtime, torch 2.11's own libraries
 #: (in the torch wheel) and the CUDA 13 runtime (nvidia-cuda-runtime, a torch dependency).
+SYSTEM_LIBRARY = re.compile(
+    r'^(libc|libm|libdl|librt|libpthread|libgcc_s|libstdc\+\+|ld-linux-x86-64)\.so(\.\d+)*$')
 ALLOWED_NEEDED = re.compile(
-    r'^(libc|libm|libdl|librt|libpthread|libgcc_s|libstdc\+\+|ld-linux-x86-64)\.so(\.\d+)*$'
-    r'|^lib(c10|c10_cuda|torch|torch_cpu|torch_cuda|torch_python)\.so$'
+    SYSTEM_LIBRARY.pattern + r'|^lib(c10|c10_cuda|torch|torch_cpu|torch_cuda|torch_python)\.so$'
     r'|^libcudart\.so\.13$')
 
 
@@ -88,22 +92,12 @@ def check_toolchain() -> Dict[str, str]:
     return facts
 
 
-def cuda_library_headers() -> List[str]:
-    """Include folders of the CUDA libraries torch's wheel brings (cuBLAS, cuSPARSE, ...).
-
-    torch's CUDA headers include cuBLAS/cuSPARSE/cuSOLVER declarations; this machine's CUDA
-    toolkit has only the compiler and runtime, the pip packages torch depends on have the rest.
-    """
-    site = Path(sysconfig.get_paths()['purelib'])
-    return sorted(str(p) for p in site.glob('nvidia/**/include') if p.is_dir())
-
-
-def build(root: Path, jobs: int) -> Path:
+def build(root: Path, work: Path, jobs: int) -> Path:
     facts = check_toolchain()
     sdist = root / 'sdist' / f'{MMCV}.tar.gz'
     if not sdist.is_file():
         raise SystemExit(f'prebuild_mmcv: {sdist} is missing: run bash tools/device/prepare.sh')
-    work = root / 'prebuild'
+    work.mkdir(parents=True, exist_ok=True)
     src = work / MMCV
     if not (src / 'setup.py').is_file():
         with tarfile.open(sdist) as tar:
@@ -111,18 +105,20 @@ def build(root: Path, jobs: int) -> Path:
     import torch
     changed = patch_mmcv_sources(src, Path(torch.__file__).parent / 'include')
     print(f'[prebuild] THC include replaced in: {changed or "nothing (torch has it)"}', flush=True)
-    env = dict(os.environ, **{**MMCV_BUILD_ENV, "MAX_JOBS": str(jobs)})
-    env.setdefault('CUDA_HOME', str(Path(shutil.which('nvcc')).resolve().parents[1]))
-    env['CPATH'] = os.pathsep.join(filter(None, cuda_library_headers() + [env.get('CPATH')]))
+    env = mmcv_compile_env(dict(os.environ), Path(sysconfig.get_paths()['purelib']))
+    env['MAX_JOBS'] = str(jobs)
     dist = work / 'dist'
     shutil.rmtree(dist, ignore_errors=True)
     print(f'[prebuild] building {MMCV} with MAX_JOBS={jobs} on {os.cpu_count()} cores; '
           f'{" ".join(f"{k}={env[k]}" for k in MMCV_BUILD_ENV if k != "MAX_JOBS")}', flush=True)
     t0 = time.time()
-    with open(work / 'build.log', 'w') as log:
+    with open(work / 'build.log', 'a') as log:
         rc = subprocess.call([sys.executable, 'setup.py', 'bdist_wheel', '-d', str(dist)],
                              cwd=src, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = round(time.time() - t0)
+    with open(work / 'runs.jsonl', 'a') as runs:  # one line per (resumed) run
+        runs.write(json.dumps(dict(started=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t0)),
+                                   seconds=seconds, rc=rc, jobs=jobs)) + '\n')
     if rc != 0:
         raise SystemExit(f'prebuild_mmcv: the build failed after {seconds} s: see '
                          f'{work / "build.log"} (rerun resumes with the objects already built)')
@@ -138,7 +134,131 @@ def build(root: Path, jobs: int) -> Path:
     return out_dir / wheel.name
 
 
-def inspect_wheel(root: Path) -> Dict[str, object]:
+def ninja_times(work: Path) -> Dict[str, object]:
+    """Compile time from ninja's log (it survives resumed runs; each run restarts its clock).
+
+    Returns:
+        dict: ``objects`` compiled, ``object_seconds`` (the sum of each object's compile time,
+        with ``jobs`` compiles sharing the cores) and ``wall_seconds`` (per run, the time in
+        which at least one compile ran, summed over the ``runs``).
+    """
+    logs = list((work / MMCV / 'build').glob('temp.*/.ninja_log'))
+    if not logs:
+        return {}
+    runs: List[List[Tuple[int, int]]] = []
+    seen = set()
+    for line in logs[0].read_text().splitlines():
+        if line.startswith('#'):
+            continue
+        start, end, _, output = line.split('\t')[:4]
+        interval = (int(start), int(end))
+        # Entries come in the order compiles finish: an earlier end means a new run's clock.
+        if not runs or interval[1] < runs[-1][-1][1]:
+            runs.append([])
+        runs[-1].append(interval)
+        seen.add(output)
+    wall = 0
+    for intervals in runs:
+        covered_to = 0
+        for start, end in sorted(intervals):
+            wall += max(0, end - max(start, covered_to))
+            covered_to = max(covered_to, end)
+    return dict(objects=len(seen), runs=len(runs), wall_seconds=round(wall / 1000),
+                object_seconds=round(sum(e - s for r in runs for s, e in r) / 1000))
+
+
+def library_providers(needed: List[str]) -> Dict[str, str]:
+    """Which installed distribution ships each needed library (``system`` for the C/C++
+    runtime, ``None`` when none does)."""
+    from importlib import metadata
+    shipped: Dict[str, str] = {}
+    for dist in metadata.distributions():
+        for file in dist.files or []:
+            if file.name in needed:
+                shipped.setdefault(file.name, dist.metadata['Name'])
+    return {lib: 'system' if SYSTEM_LIBRARY.match(lib) else shipped.get(lib) for lib in needed}
+
+
+def check_linkage(ext: Path, report: Dict[str, object]) -> List[str]:
+    needed = re.findall(r'\(NEEDED\)\s+Shared library: \[([^\]]+)\]',
+                        run(['readelf', '-d', str(ext)]))
+    providers = library_providers(needed)
+    report['needed'] = providers
+    on_machine = kit.machine_packages()
+    problems = [f'{ext.name} needs {lib}, which is neither the C/C++ runtime, torch '
+                f'{TARGET_TORCH} nor the CUDA {TARGET_CUDA} runtime'
+                for lib in needed if not ALLOWED_NEEDED.match(lib)]
+    problems += [f'{ext.name} needs {lib}, shipped by {dist or "no installed package"}, which '
+                 'the GPU machine does not list (gpu_machine_packages.txt)'
+                 for lib, dist in providers.items()
+                 if dist != 'system' and (dist is None or kit.normalize(dist) not in on_machine)]
+    # ldd with the providers' folders, as torch's import makes them available there.
+    site = Path(sysconfig.get_paths()['purelib'])
+    folders = sorted({str(p.parent) for lib in needed for p in site.glob(f'**/{lib}')})
+    ldd = subprocess.run(['ldd', str(ext)], capture_output=True, text=True,
+                         env=dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(folders)))
+    unresolved = [line.split()[0] for line in ldd.stdout.splitlines() if 'not found' in line]
+    report['ldd_unresolved'] = unresolved
+    problems += [f'ldd cannot resolve {lib} for {ext.name}' for lib in unresolved]
+    return problems
+
+
+#: Run in this Python 3.12 + torch 2.11 with the unpacked wheel and the kit's mmengine first on
+#: the path: what of a CUDA build of mmcv works without a GPU.
+IMPORT_PROBE = r"""
+import json, sys
+sys.path[:0] = sys.argv[1:3]
+import torch
+import mmcv, mmcv._ext as ext, mmcv.ops
+found = dict(mmcv=mmcv.__version__, mmcv_file=mmcv.__file__, torch=torch.__version__,
+             cuda_available=torch.cuda.is_available(),
+             ext_functions=len([n for n in dir(ext) if not n.startswith('_')]),
+             ops_exported=len(mmcv.ops.__all__),
+             msda_entry_points=[hasattr(ext, n) for n in ('ms_deform_attn_forward',
+                                                          'ms_deform_attn_backward')])
+boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [20., 20., 30., 30.]])
+_, keep = mmcv.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), 0.5)
+found['nms_cpu_keep'] = keep.tolist()
+shapes = torch.tensor([[2, 2]])
+try:
+    ext.ms_deform_attn_forward(torch.zeros(1, 4, 1, 2), shapes, torch.zeros(1, dtype=torch.long),
+                               torch.zeros(1, 1, 1, 1, 1, 2), torch.ones(1, 1, 1, 1, 1),
+                               im2col_step=64)
+    found['msda_on_cpu'] = 'ran'
+except RuntimeError as exc:
+    found['msda_on_cpu'] = str(exc).strip().splitlines()[0]
+print('PROBE ' + json.dumps(found))
+"""
+
+
+def probe_import(root: Path, unpacked: str, report: Dict[str, object]) -> List[str]:
+    """``import mmcv.ops`` here, with the kit's wheels (mmengine & co.) installed beside it."""
+    with tempfile.TemporaryDirectory() as deps:
+        wheels = sorted(str(p) for p in (root / 'wheels').glob('*.whl')
+                        if not p.name.startswith('setuptools-'))
+        if not wheels:
+            return [f'no kit wheels in {root / "wheels"} for the import check: run prepare.sh']
+        subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', '--no-deps',
+                        '--disable-pip-version-check', '-q', '--target', deps, *wheels],
+                       check=True, capture_output=True)
+        probe = subprocess.run([sys.executable, '-c', IMPORT_PROBE, unpacked, deps],
+                               capture_output=True, text=True)
+    match = re.search(r'^PROBE (.*)$', probe.stdout, re.M)
+    found = json.loads(match.group(1)) if match else {}
+    report['import'] = dict(rc=probe.returncode, **found, err=probe.stderr.strip()[-1500:])
+    if not match:
+        return [f'import mmcv.ops failed here: {probe.stderr.strip()[-300:]}']
+    problems = []
+    if not found['mmcv_file'].startswith(unpacked):
+        problems.append(f'the probe imported {found["mmcv_file"]}, not the wheel\'s mmcv')
+    if found['msda_entry_points'] != [True, True]:
+        problems.append('mmcv._ext lacks ms_deform_attn_forward/backward')
+    if found['nms_cpu_keep'] != [0, 2]:
+        problems.append(f'mmcv.ops.nms on the CPU kept {found["nms_cpu_keep"]}, not [0, 2]')
+    return problems
+
+
+def inspect_wheel(root: Path, work: Path) -> Dict[str, object]:
     """Check the prebuilt wheel as far as a CPU machine can; write BUILD.json beside it."""
     wheels = sorted((root / 'prebuilt').glob(f'{MMCV}-cp312-cp312-*.whl'))
     if not wheels:
@@ -146,61 +266,57 @@ def inspect_wheel(root: Path) -> Dict[str, object]:
     wheel = wheels[-1]
     report: Dict[str, object] = dict(wheel=wheel.name, size=wheel.stat().st_size,
                                      sha256=kit.sha256(wheel))
-    facts = root / 'prebuild' / 'facts.json'
+    facts = work / 'facts.json'
     if facts.is_file():
         report.update(json.loads(facts.read_text()))
+    report['compile'] = ninja_times(work)
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(tmp)
         ext, = Path(tmp, 'mmcv').glob('_ext*.so')
         report['ext'] = ext.name
+        report['ext_size'] = ext.stat().st_size
         symbols = run(['nm', '-DC', '--defined-only', str(ext)])
         missing = [s for s in EXPECTED_SYMBOLS if s not in symbols]
         report['symbols'] = dict(expected=list(EXPECTED_SYMBOLS), missing=missing)
         problems += [f'symbol {s} not defined in {ext.name}' for s in missing]
-        needed = re.findall(r'\(NEEDED\)\s+Shared library: \[([^\]]+)\]',
-                            run(['readelf', '-d', str(ext)]))
-        report['needed'] = needed
-        problems += [f'{ext.name} needs {n}, which is neither the C/C++ runtime, torch '
-                     f'{TARGET_TORCH} nor the CUDA {TARGET_CUDA} runtime'
-                     for n in needed if not ALLOWED_NEEDED.match(n)]
+        problems += check_linkage(ext, report)
         elves = run(['cuobjdump', '--list-elf', str(ext)])
         archs = sorted(set(re.findall(r'\.(sm_\d+[a-z]?)\.cubin', elves)))
         report['cubin_archs'] = archs
         report['cubins'] = elves.count('.cubin')
         if archs != ['sm_90']:
             problems.append(f'cubins for {archs}, expected sm_90 only')
-        # Import in this Python 3.12 + torch 2.11: the CUDA build's library must load here
-        # (no kernel can run without a GPU). mmcv's Python package comes from the wheel itself.
-        probe = subprocess.run(
-            [sys.executable, '-c', 'import torch, sys; sys.path.insert(0, sys.argv[1]); '
-             'import mmcv._ext as e; print(len([n for n in dir(e) if not n.startswith("_")]), '
-             'hasattr(e, "ms_deform_attn_forward"), hasattr(e, "ms_deform_attn_backward"))', tmp],
-            capture_output=True, text=True)
-        report['import'] = dict(rc=probe.returncode, out=probe.stdout.strip(),
-                                err=probe.stderr.strip()[-2000:])
-        if probe.returncode != 0 or not probe.stdout.strip().endswith('True True'):
-            problems.append(f'import mmcv._ext failed here: {probe.stderr.strip()[-300:]}')
+        problems += probe_import(root, tmp, report)
     report['problems'] = problems
     kit.write_atomic(root / 'prebuilt' / 'BUILD.json', json.dumps(report, indent=1) + '\n')
     kit.write_manifest(root)
-    print(json.dumps({k: v for k, v in report.items() if k != 'import'}, indent=1))
+    print(json.dumps({k: v for k, v in report.items() if k not in ('import', 'nvcc')}, indent=1))
+    print('[prebuild] import here: ' + json.dumps({k: v for k, v in report['import'].items()
+                                                    if k != 'err'}))
+    compile_ = report['compile']
     print(f'[prebuild] {wheel.name}: {report["size"] / 2**20:.1f} MiB, sha256 {report["sha256"]}'
-          f'; {"OK" if not problems else "PROBLEMS: " + "; ".join(problems)}')
+          + (f'; compiled {compile_["objects"]} objects in {compile_["wall_seconds"]} s wall '
+             f'({compile_["object_seconds"]} object-s) over {compile_["runs"]} run(s)'
+             if compile_ else '')
+          + f'; {"OK" if not problems else "PROBLEMS: " + "; ".join(problems)}')
     return report
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('command', choices=['build', 'inspect'])
-    parser.add_argument('--root', default=str(REPO / '.device'))
+    parser.add_argument('--root', default=str(REPO / '.device'),
+                        help='the kit folder: the wheel goes to ROOT/prebuilt')
+    parser.add_argument('--work', default=str(REPO / 'build' / 'prebuild'),
+                        help='build tree, log and timings (not carried)')
     parser.add_argument('--jobs', type=int, default=os.cpu_count())
     args = parser.parse_args()
-    root = Path(args.root)
+    root, work = Path(args.root), Path(args.work)
     if args.command == 'build':
-        build(root, args.jobs)
-    return 1 if inspect_wheel(root)['problems'] else 0
+        build(root, work, args.jobs)
+    return 1 if inspect_wheel(root, work)['problems'] else 0
 
 
 if __name__ == '__main__':
