@@ -130,3 +130,30 @@ def test_mmcv_thc_patch(tmp_path):
     assert len(check.patch_mmcv_sources(src, torch_include)) == 2
     assert '<ATen/cuda/Atomic.cuh>' in kernel.read_text()
     assert 'THC' not in helper.read_text()
+
+
+def test_the_carry_limit_counts_the_working_tree_too(tmp_path, monkeypatch):
+    """64 MiB is for the working tree and the kit together (the tree is ~12 MiB, half of it
+    the official fixtures): a kit that fits alone can still be too much."""
+    import subprocess
+    lock = write_lock(tmp_path, {'a': ('wheel', 'whl', b'a' * 600)})
+    subprocess.run(['git', 'init', '-q', str(tmp_path)], check=True)
+    (tmp_path / 'tracked.bin').write_bytes(b't' * 500)
+    root = tmp_path / 'kit'
+    (root / 'wheels').mkdir(parents=True)
+    (root / 'wheels' / 'a-1.0.whl').write_bytes(b'a' * 600)
+    (tmp_path / '.gitignore').write_text('/kit/\n')
+    kit.write_manifest(root, lock)
+    assert kit.working_tree_bytes(tmp_path) == 500 + (tmp_path / '.gitignore').stat().st_size \
+        + (tmp_path / 'lock').stat().st_size
+    kit_alone = kit.kit_bytes(root)
+    monkeypatch.setattr(kit, 'MAX_CARRY_BYTES', kit_alone + 100)
+    state = kit.check(root, lock)
+    assert state['status'] == 'failed', state
+    assert 'and the working tree' in state['errors'][0] and 'device tool carries' in state['errors'][0]
+    (tmp_path / 'tracked.bin').unlink()
+    (tmp_path / 'lock').rename(root.parent / '.lock')  # untracked files count, hidden ones too
+    lock = root.parent / '.lock'
+    assert kit.check(root, lock)['status'] == 'failed'
+    (tmp_path / '.gitignore').write_text('/kit/\n/.lock\n')
+    assert kit.check(root, lock)['status'] == 'ok'

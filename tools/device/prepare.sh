@@ -86,8 +86,10 @@ done
 "$PY" - "$tmp/check.json" <<'PY'
 import json, sys
 state = json.load(open(sys.argv[1]))
-print(f"[prepare] total {state['bytes'] / 1e6:.1f} MB (limit 60 MB; the device tool carries "
-      f"at most 64 MiB with the working tree); manifest .device/MANIFEST.tsv")
+tree = state['tree_bytes'] or 0
+print(f"[prepare] kit {state['bytes'] / 2**20:.1f} MiB + working tree {tree / 2**20:.1f} MiB = "
+      f"{(state['bytes'] + tree) / 2**20:.1f} MiB of the 64 MiB the device tool carries; "
+      "manifest .device/MANIFEST.tsv")
 PY
 
 # 4. Optional: prove the lock complete for the GPU machine.
