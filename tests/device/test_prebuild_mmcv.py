@@ -50,3 +50,20 @@ def test_compile_env_puts_nvccs_own_toolkit_first(tmp_path, monkeypatch):
                                        str(site / 'nvidia' / 'cu13' / 'include'), '/mine']
     assert env['LIBRARY_PATH'] == '/opt/cuda-13.0/lib64'
     assert 'CUDA_HOME' not in env and env['TORCH_CUDA_ARCH_LIST'] == '9.0'
+
+
+def test_msda_kernels_are_read_from_cuobjdumps_function_list():
+    """Lines as cuobjdump 13 prints them for the wheel built here: the kernels are local
+    symbols of the device code, not exported ones (``nm -D`` cannot see them)."""
+    listing = ('Resource usage:\n'
+               ' Function _Z31ms_deformable_im2col_gpu_kernelIfEviPKT_PKlS4_S2_S2_iiiiiiiPS0_:\n'
+               ' Function _Z31ms_deformable_im2col_gpu_kernelIN3c104HalfEEviPKT_PKlS6_S4_S4_iii:\n'
+               ' Function _Z34ms_deformable_col2im_gpu_kernel_gmIdEviPKT_PKlS4_S2_S2_iiiiiiiS2_P:\n'
+               ' Function _Z9other_kernelIfEvi:\n')
+    assert prebuild.msda_kernels(listing) == {
+        'ms_deformable_im2col_gpu_kernel<float>', 'ms_deformable_im2col_gpu_kernel<c10::Half>',
+        'ms_deformable_col2im_gpu_kernel_gm<double>'}
+    missing = [k for k in prebuild.EXPECTED_KERNELS if k not in prebuild.msda_kernels(listing)]
+    assert missing == ['ms_deformable_im2col_gpu_kernel<double>',
+                       'ms_deformable_col2im_gpu_kernel_gm<float>',
+                       'ms_deformable_col2im_gpu_kernel_gm<c10::Half>']

@@ -16,7 +16,8 @@ TORCH_CUDA_ARCH_LIST=9.0``, writes the wheel to ``.device/prebuilt/`` atomically
 ``inspect``. ``inspect`` checks what a CPU machine can check and writes
 ``.device/prebuilt/BUILD.json``:
 
-* symbols: the ``_ext`` library defines mmcv's MSDA entry points and CUDA launchers;
+* symbols: the ``_ext`` library exports mmcv's MSDA entry points and CUDA launchers, and its
+  sm_90 device code holds the MSDA kernels for float, double and half;
 * linkage: every ``DT_NEEDED`` library is the C/C++ runtime, torch 2.11's own libraries or the
   CUDA 13 runtime, each provided by a package of the GPU machine's list
   (``gpu_machine_packages.txt``), and ``ldd`` resolves them all in this environment;
@@ -48,17 +49,25 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 import kit  # noqa: E402  (stdlib only)
-from cuda_check import MMCV, MMCV_BUILD_ENV, mmcv_compile_env, patch_mmcv_sources  # noqa: E402
+from cuda_check import (MMCV, MMCV_BUILD_ENV, cuda_toolkit, mmcv_compile_env,  # noqa: E402
+                        patch_mmcv_sources)
 
 #: What the GPU machine runs (tools/device/README.md): the wheel must match it exactly.
 TARGET_PYTHON = (3, 12)
 TARGET_TORCH = '2.11.0'
 TARGET_CUDA = '13.0'
-#: mmcv's MSDA entry points (pybind + device dispatch) and the CUDA launchers/kernels the
-#: kit's CUDA tests call; demangled names as ``nm -DC`` prints them.
+#: mmcv's MSDA entry points (pybind + device dispatch) and CUDA launchers: exported, as
+#: ``nm -DC`` prints them.
 EXPECTED_SYMBOLS = ('ms_deform_attn_forward', 'ms_deform_attn_backward',
-                    'ms_deform_attn_cuda_forward', 'ms_deform_attn_cuda_backward',
-                    'ms_deformable_im2col_gpu_kernel', 'ms_deformable_col2im_gpu_kernel_gm')
+                    'ms_deform_attn_cuda_forward', 'ms_deform_attn_cuda_backward')
+#: The MSDA kernels the kit's CUDA tests run, in the device code for each dtype mmcv
+#: dispatches (float, double, half; mangled ``I<type>E``), as ``cuobjdump`` lists functions.
+EXPECTED_KERNELS = tuple(f'{kernel}<{dtype}>' for kernel in (
+    'ms_deformable_im2col_gpu_kernel', 'ms_deformable_col2im_gpu_kernel_gm')
+    for dtype in ('float', 'double', 'c10::Half'))
+_MANGLED_TYPE = {'f': 'float', 'd': 'double', 'N3c104HalfE': 'c10::Half'}
+#: The CUDA binary tools' pip package, for ``cuobjdump`` (the oldest 13.x on the index).
+CUOBJDUMP = 'nvidia-cuda-cuobjdump==13.2.51'
 #: Libraries the ``_ext`` module may need: the C/C++ runtime, torch 2.11's own libraries
 #: (in the torch wheel) and the CUDA 13 runtime (nvidia-cuda-runtime, a torch dependency).
 SYSTEM_LIBRARY = re.compile(
@@ -125,13 +134,39 @@ def build(root: Path, work: Path, jobs: int) -> Path:
     wheel, = dist.glob(f'{MMCV}-cp312-cp312-*.whl')
     out_dir = root / 'prebuilt'
     out_dir.mkdir(exist_ok=True)
-    tmp = out_dir / f'.{wheel.name}.part'
-    shutil.copy2(wheel, tmp)
-    os.replace(tmp, out_dir / wheel.name)
-    facts.update(build_seconds=seconds, jobs=jobs, machine_cores=os.cpu_count())
+    sizes = strip_debug_info(wheel, out_dir)
+    facts.update(build_seconds=seconds, jobs=jobs, machine_cores=os.cpu_count(), **sizes)
     (work / 'facts.json').write_text(json.dumps(facts, indent=1))
-    print(f'[prebuild] built in {seconds} s with {jobs} jobs', flush=True)
+    print(f'[prebuild] built in {seconds} s with {jobs} jobs; debug info stripped: wheel '
+          f'{sizes["unstripped_wheel_size"] / 2**20:.1f} -> {sizes["stripped_wheel_size"] / 2**20:.1f}'
+          f' MiB', flush=True)
     return out_dir / wheel.name
+
+
+def strip_debug_info(wheel: Path, out_dir: Path) -> Dict[str, int]:
+    """Copy ``wheel`` to ``out_dir`` with the host code's debug info removed from ``_ext``.
+
+    mmcv compiles with Python's ``-g``: the library is ~110 MB, three quarters DWARF, and the
+    wheel (~36 MiB) would not travel beside the kit and the working tree (64 MiB in all).
+    ``strip --strip-debug`` keeps the symbol tables, the dynamic symbols and the device code
+    (the ``.nv_fatbin`` section); ``wheel pack`` rewrites the RECORD hashes.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        run([sys.executable, '-m', 'wheel', 'unpack', '--dest', tmp, str(wheel)])
+        tree, = Path(tmp).iterdir()
+        ext, = tree.glob('mmcv/_ext*.so')
+        before = ext.stat().st_size
+        run(['strip', '--strip-debug', str(ext)])
+        packed = Path(tmp) / 'packed'
+        packed.mkdir()
+        run([sys.executable, '-m', 'wheel', 'pack', '--dest-dir', str(packed), str(tree)])
+        slim, = packed.glob('*.whl')
+        part = out_dir / f'.{slim.name}.part'
+        shutil.copy2(slim, part)
+        os.replace(part, out_dir / slim.name)
+        return dict(unstripped_ext_size=before, stripped_ext_size=ext.stat().st_size,
+                    unstripped_wheel_size=wheel.stat().st_size,
+                    stripped_wheel_size=(out_dir / slim.name).stat().st_size)
 
 
 def ninja_times(work: Path) -> Dict[str, object]:
@@ -258,6 +293,25 @@ def probe_import(root: Path, unpacked: str, report: Dict[str, object]) -> List[s
     return problems
 
 
+def msda_kernels(resource_usage: str) -> set:
+    """MSDA kernels named in ``cuobjdump --dump-resource-usage`` output, demangled as
+    ``name<type>`` for the types mmcv dispatches."""
+    return {f'{name}<{_MANGLED_TYPE[t]}>' for name, t in re.findall(
+        r'_Z\d+(ms_deformable_\w+?)I(f|d|N3c104HalfE)E', resource_usage)}
+
+
+def find_cuobjdump(work: Path) -> str:
+    """cuobjdump from PATH, nvcc's toolkit, or the pip package prebuild_mmcv.sh installs into
+    ``WORK/tools`` (this machine's toolkit is the compiler only)."""
+    candidates = [shutil.which('cuobjdump'), cuda_toolkit() / 'bin' / 'cuobjdump',
+                  *sorted((work / 'tools').glob('nvidia/*/bin/cuobjdump'))]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise SystemExit(f'prebuild_mmcv: no cuobjdump: pip install --target {work / "tools"} '
+                     f'{CUOBJDUMP} (prebuild_mmcv.sh does)')
+
+
 def inspect_wheel(root: Path, work: Path) -> Dict[str, object]:
     """Check the prebuilt wheel as far as a CPU machine can; write BUILD.json beside it."""
     wheels = sorted((root / 'prebuilt').glob(f'{MMCV}-cp312-cp312-*.whl'))
@@ -282,12 +336,17 @@ def inspect_wheel(root: Path, work: Path) -> Dict[str, object]:
         report['symbols'] = dict(expected=list(EXPECTED_SYMBOLS), missing=missing)
         problems += [f'symbol {s} not defined in {ext.name}' for s in missing]
         problems += check_linkage(ext, report)
-        elves = run(['cuobjdump', '--list-elf', str(ext)])
+        cuobjdump = find_cuobjdump(work)
+        elves = run([cuobjdump, '--list-elf', str(ext)])
         archs = sorted(set(re.findall(r'\.(sm_\d+[a-z]?)\.cubin', elves)))
         report['cubin_archs'] = archs
         report['cubins'] = elves.count('.cubin')
         if archs != ['sm_90']:
             problems.append(f'cubins for {archs}, expected sm_90 only')
+        kernels = msda_kernels(run([cuobjdump, '--dump-resource-usage', str(ext)]))
+        missing = [k for k in EXPECTED_KERNELS if k not in kernels]
+        report['kernels'] = dict(expected=list(EXPECTED_KERNELS), missing=missing)
+        problems += [f'kernel {k} not in the device code of {ext.name}' for k in missing]
         problems += probe_import(root, tmp, report)
     report['problems'] = problems
     kit.write_atomic(root / 'prebuilt' / 'BUILD.json', json.dumps(report, indent=1) + '\n')
@@ -313,7 +372,8 @@ def main() -> int:
                         help='build tree, log and timings (not carried)')
     parser.add_argument('--jobs', type=int, default=os.cpu_count())
     args = parser.parse_args()
-    root, work = Path(args.root), Path(args.work)
+    # Absolute: setup.py runs in the source tree (a relative -d put the wheel inside it).
+    root, work = Path(args.root).resolve(), Path(args.work).resolve()
     if args.command == 'build':
         build(root, work, args.jobs)
     return 1 if inspect_wheel(root, work)['problems'] else 0

@@ -12,4 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tools/device/prepare.sh
 PY=$(bash tools/device/gpu_python.sh | tail -1)
+# cuobjdump, for the wheel's check (this toolkit is the compiler only): a host tool, kept apart
+"$PY" -m pip install --disable-pip-version-check -q --no-deps --upgrade --target build/prebuild/tools \
+  "$("$PY" -c 'import sys; sys.path.insert(0, "tools/device"); import prebuild_mmcv as p; print(p.CUOBJDUMP)')"
 exec nice -n 15 "$PY" tools/device/prebuild_mmcv.py build "$@"
