@@ -11,8 +11,9 @@ can be compiled here, for ``sm_90`` only, with the kit's mmcv source (``.device/
 nvcc compiles device code for the named architecture without one.
 
 ``build`` unpacks into ``build/prebuild/`` (``--work``; outside the carried ``.device/``),
-keeping an earlier tree so that an interrupted build resumes with ninja's objects, patches, runs ``setup.py bdist_wheel`` with ``MMCV_WITH_OPS=1 FORCE_CUDA=1
-TORCH_CUDA_ARCH_LIST=9.0``, writes the wheel to ``.device/prebuilt/`` atomically, then runs
+keeping an earlier tree so that an interrupted build resumes with ninja's objects, patches, runs
+``setup.py bdist_wheel`` with ``MMCV_WITH_OPS=1 FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0``, strips
+the host code's debug info and writes the wheel to ``.device/prebuilt/`` atomically, then runs
 ``inspect``. ``inspect`` checks what a CPU machine can check and writes
 ``.device/prebuilt/BUILD.json``:
 
