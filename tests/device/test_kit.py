@@ -157,3 +157,14 @@ def test_the_carry_limit_counts_the_working_tree_too(tmp_path, monkeypatch):
     assert kit.check(root, lock)['status'] == 'failed'
     (tmp_path / '.gitignore').write_text('/kit/\n/.lock\n')
     assert kit.check(root, lock)['status'] == 'ok'
+
+
+def test_the_gpu_stand_in_installs_only_what_the_gpu_machine_has():
+    """gpu_python.sh (the rehearsal's and the prebuild's Python) may add only packages of the
+    GPU machine's image: anything else would make the rehearsal pass where the GPU run fails."""
+    import re
+    script = (DEVICE_TOOLS / 'gpu_python.sh').read_text()
+    image = re.search(r'^IMAGE=\(([^)]*)\)', script, re.M).group(1).split()
+    assert {'numpy', 'opencv-python-headless', 'pytest', 'setuptools'} <= set(image)
+    assert [p for p in image if kit.normalize(p) not in kit.machine_packages()] == []
+    assert 'torch==2.11.0' in script
