@@ -13,8 +13,8 @@ from mmengine.structures import InstanceData
 from mmdet.structures import DetDataSample
 
 REPO = Path(__file__).resolve().parents[1]
-# The official fixtures travel with the repository (tests/data/official/README.md); the CUDA kit
-# points MMDET_DDETR_FIXTURES at its own copies.
+# The official fixtures travel with the repository (tests/data/official/README.md), to the GPU
+# machine too; MMDET_DDETR_FIXTURES points the tests at another folder.
 FIXTURES = Path(os.environ.get('MMDET_DDETR_FIXTURES', REPO / 'tests' / 'data' / 'official'))
 
 DefaultScope.get_instance('mmdet_ddetr_tests', scope_name='mmdet')

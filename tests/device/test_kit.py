@@ -45,31 +45,43 @@ def test_malformed_lock_line_is_named(tmp_path):
 def test_check_states(tmp_path):
     lock = write_lock(tmp_path, {'a': ('wheel', 'whl', b'aaa'), 'b': ('sdist', 'tar.gz', b'b')})
     root = tmp_path / 'kit'
-    assert kit.check(root, lock)['status'] == 'not-prepared'
-    assert 'prepare.sh' in kit.check(root, lock)['message']
+    official = tmp_path / 'official'
+    official.mkdir()
+    (official / 'f.pt').write_bytes(b'fixture')
+    (official / 'SHA256SUMS').write_text(f'{hashlib.sha256(b"fixture").hexdigest()}  f.pt\n'
+                                         f'{hashlib.sha256(b"doc").hexdigest()}  FORMAT.md\n')
+    assert kit.check(root, lock, official)['status'] == 'not-prepared'
+    assert 'prepare.sh' in kit.check(root, lock, official)['message']
     (root / 'wheels').mkdir(parents=True)
     (root / 'sdist').mkdir()
     (root / 'wheels' / 'a-1.0.whl').write_bytes(b'aaa')
-    state = kit.check(root, lock)
+    state = kit.check(root, lock, official)
     assert state['status'] == 'failed'
     assert any('b-1.0.tar.gz is missing' in e for e in state['errors'])
     (root / 'sdist' / 'b-1.0.tar.gz').write_bytes(b'tampered')
-    (root / 'fixtures').mkdir()
-    (root / 'fixtures' / 'f.pt').write_bytes(b'fixture')
     assert [e.name for e in kit.problems(root, kit.read_lock(lock))] == ['b']
     (root / 'sdist' / 'b-1.0.tar.gz').write_bytes(b'b')
     kit.write_manifest(root, lock)
-    assert kit.check(root, lock)['status'] == 'ok'
-    assert kit.check(root, lock)['fixtures'] == ['fixtures/f.pt']
-    assert kit.check(root, lock)['prebuilt']['status'] == 'absent'
+    assert kit.check(root, lock, official)['status'] == 'ok'
+    assert kit.check(root, lock, official)['fixtures'] == ['f.pt']
+    assert kit.check(root, lock, official)['prebuilt']['status'] == 'absent'
     (root / 'prebuilt').mkdir()
     (root / 'prebuilt' / 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl').write_bytes(b'w')
-    state = kit.check(root, lock)  # a wheel the manifest does not know: named, kit still ok
+    state = kit.check(root, lock, official)  # a wheel the manifest does not know: named, kit ok
     assert state['status'] == 'ok' and state['prebuilt']['status'] == 'mismatch'
     assert 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl has no row' in state['prebuilt']['message']
     (root / 'prebuilt' / 'mmcv-2.1.0-cp312-cp312-linux_x86_64.whl').unlink()
-    (root / 'fixtures' / 'f.pt').write_bytes(b'changed')
-    assert any('differs from MANIFEST' in e for e in kit.check(root, lock)['errors'])
+    (official / 'f.pt').write_bytes(b'changed')
+    assert kit.check(root, lock, official)['errors'] == [f'{official / "f.pt"} differs from SHA256SUMS']
+    (official / 'f.pt').unlink()
+    assert kit.check(root, lock, official)['errors'] == [f'{official / "f.pt"} is missing']
+
+
+def test_the_official_fixtures_are_checked_where_they_travel():
+    """The fixtures travel once, in the working tree; the kit holds no copy of them."""
+    names, errors = kit.check_official()
+    assert errors == [] and len(names) == 4 and all(n.endswith('.pt') for n in names)
+    assert 'fixtures' not in kit.KIT_ENTRIES
 
 
 def test_everything_in_the_kit_folder_counts_and_strays_are_named(tmp_path):

@@ -148,7 +148,6 @@ class Run:
         env['PYTHONPATH'] = os.pathsep.join(paths)
         env['PYTHONUNBUFFERED'] = '1'
         env['PYTHONHASHSEED'] = '0'
-        env['MMDET_DDETR_FIXTURES'] = str(KIT / 'fixtures')
         env['MMDET_DDETR_CUDA_REPORT'] = str(self.logs / 'measured.jsonl')
         if self.dry:
             env.setdefault('OMP_NUM_THREADS', '1')
@@ -641,7 +640,7 @@ def stage_parity(run: Run, log, limit: float) -> str:
         log.write(proc.stdout + proc.stderr)
         check(proc.returncode == 0 and '--device' in proc.stdout, 'no --device option')
         return 'check_official_parity.py --device parses (run needs a GPU)'
-    # The test runs the tool with --device cuda on every fixture of .device/fixtures.
+    # The test runs the tool with --device cuda on every fixture of tests/data/official.
     return pytest(run, log, limit, 'parity', f'{CUDA_TESTS}/test_parity_cuda.py')
 
 

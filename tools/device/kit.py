@@ -5,17 +5,19 @@ Used by ``prepare.sh`` here (with the package index) and by ``cuda_check.py`` on
 
     python tools/device/kit.py missing   [--root .device]   # lock lines still to download
     python tools/device/kit.py check     [--root .device]   # every file present, hashes equal
-    python tools/device/kit.py manifest  [--root .device] [--fixtures DIR]
+    python tools/device/kit.py manifest  [--root .device]
     python tools/device/kit.py closure   REPORT.json        # pip --report vs what travels
 
 Layout of the kit folder (``.device/``, ignored by git)::
 
     wheels/*.whl          the lock's wheels
     sdist/mmcv-2.1.0.tar.gz
-    fixtures/*.pt         copies of tests/data/official (hashed into the manifest)
     prebuilt/*.whl        optional: the sm_90 mmcv wheel of prebuild_mmcv.py, with its
     prebuilt/BUILD.json   checks; cuda_check installs it only if prebuilt_state() is ok
     MANIFEST.tsv          path, name, version, sha256, size of every file above
+
+The official fixtures travel once, in the working tree (``tests/data/official``); ``check``
+verifies them against that folder's ``SHA256SUMS`` there as here.
 """
 import argparse
 import hashlib
@@ -34,7 +36,9 @@ MACHINE_PACKAGES = HERE / 'gpu_machine_packages.txt'
 #: The device tool carries at most 64 MiB: the working tree and the kit together.
 MAX_CARRY_BYTES = 64 * 2**20
 #: What the kit folder holds (see the layout above); anything else would travel with it.
-KIT_ENTRIES = ('wheels', 'sdist', 'fixtures', 'prebuilt', 'MANIFEST.tsv')
+KIT_ENTRIES = ('wheels', 'sdist', 'prebuilt', 'MANIFEST.tsv')
+#: The official fixtures, in the working tree, with their SHA256SUMS.
+OFFICIAL = HERE.parents[1] / 'tests' / 'data' / 'official'
 #: A package the closure asks for that the machine provides under another name.
 SUBSTITUTES = {'opencv-python': 'opencv-python-headless'}
 
@@ -95,10 +99,11 @@ def problems(root: Path, entries: Iterable[LockEntry]) -> Dict[LockEntry, str]:
     return found
 
 
-def check(root: Path, lock: Path = LOCK) -> Dict[str, object]:
+def check(root: Path, lock: Path = LOCK, official: Path = OFFICIAL) -> Dict[str, object]:
     """State of the kit folder: ``ok``, ``not-prepared`` (no folder at all) or ``failed``.
 
-    Fixtures are checked against the manifest that ``prepare.sh`` wrote beside them.
+    The official fixtures (``official``, in the working tree) are checked against their
+    ``SHA256SUMS``.
     """
     root = Path(root)
     if not root.is_dir():
@@ -107,19 +112,10 @@ def check(root: Path, lock: Path = LOCK) -> Dict[str, object]:
                             '(needs the package index) before carrying it to the GPU machine')
     errors = list(problems(root, read_lock(lock)).values())
     manifest = root / 'MANIFEST.tsv'
-    fixtures = []
-    if manifest.is_file():
-        for row in read_manifest(manifest):
-            if row['name'] != 'fixture':
-                continue
-            path = root / row['path']
-            fixtures.append(row['path'])
-            if not path.is_file():
-                errors.append(f'{path} is missing')
-            elif sha256(path) != row['sha256']:
-                errors.append(f'{path} differs from MANIFEST.tsv')
-    else:
+    if not manifest.is_file():
         errors.append(f'{manifest} is missing: re-run tools/device/prepare.sh')
+    fixtures, fixture_errors = check_official(official)
+    errors += fixture_errors
     errors += [f'{root / name} ({size / 1e6:.1f} MB) is not part of the kit but would travel '
                f'with it: move it out of {root} (builds and environments belong in build/)'
                for name, size in strays(root).items()]
@@ -236,16 +232,38 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def check_official(folder: Path = OFFICIAL):
+    """The official fixtures (``*.pt``) listed in ``folder/SHA256SUMS``, and what differs.
+
+    Returns:
+        tuple[list[str], list[str]]: the fixture names, and one error per missing or changed
+        file (or for a missing SHA256SUMS).
+    """
+    sums = Path(folder) / 'SHA256SUMS'
+    if not sums.is_file():
+        return [], [f'{sums} is missing: the official fixtures cannot be verified']
+    names, errors = [], []
+    for line in sums.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        if not name.endswith('.pt'):
+            continue
+        names.append(name)
+        path = Path(folder) / name
+        if not path.is_file():
+            errors.append(f'{path} is missing')
+        elif sha256(path) != digest:
+            errors.append(f'{path} differs from {sums.name}')
+    return names, errors
+
+
 def write_manifest(root: Path, lock: Path = LOCK) -> Path:
-    """MANIFEST.tsv of the lock's files and the copied fixtures (path relative to ``root``)."""
+    """MANIFEST.tsv of the lock's files and the prebuilt wheel (path relative to ``root``)."""
     root = Path(root)
     rows = ['path\tname\tversion\tsha256\tsize']
     for entry in read_lock(lock):
         path = entry.path(root)
         rows.append(f'{entry.folder}/{entry.file}\t{entry.name}\t{entry.version}\t'
                     f'{sha256(path)}\t{path.stat().st_size}')
-    for path in sorted((root / 'fixtures').glob('*.pt')):
-        rows.append(f'fixtures/{path.name}\tfixture\t-\t{sha256(path)}\t{path.stat().st_size}')
     for path in sorted((root / 'prebuilt').glob('*.whl')):
         rows.append(f'prebuilt/{path.name}\tprebuilt\t-\t{sha256(path)}\t{path.stat().st_size}')
     manifest = root / 'MANIFEST.tsv'

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Puts into .device/ (ignored by git) everything the GPU machine lacks, for an offline run of
 # tools/device/cuda_check.sh there: the Python 3.12 manylinux wheels and mmcv 2.1.0's source
-# distribution pinned in tools/device/requirements-gpu.lock, and a copy of the official parity
-# fixtures (tests/data/official), hashed into the kit's manifest. Writes .device/MANIFEST.tsv and
-# prints the total size. Idempotent: files already there with the locked sha256 are kept, so a
+# distribution pinned in tools/device/requirements-gpu.lock, hashed into the kit's manifest (the
+# official parity fixtures travel in the working tree, tests/data/official, checked against
+# their SHA256SUMS). Writes .device/MANIFEST.tsv and prints the size that travels. Idempotent: files already there with the locked sha256 are kept, so a
 # second run downloads nothing; a file whose hash differs is downloaded again.
 #
 #   bash tools/device/prepare.sh                 # here, with the package index
@@ -20,7 +20,6 @@ ROOT=${DEVICE_DIR:-.device}
 PY=${PYTHON:-python3}
 KIT=("$PY" tools/device/kit.py)
 LOCK=tools/device/requirements-gpu.lock
-FIXTURES=tests/data/official
 VERIFY=0
 for arg in "$@"; do
   case "$arg" in
@@ -36,7 +35,7 @@ TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 pip_q() { "$PY" -m pip --disable-pip-version-check -q "$@" 2>&1 | grep -v '^WARNING: Location' || true; }
 
-mkdir -p "$ROOT/wheels" "$ROOT/sdist" "$ROOT/fixtures"
+mkdir -p "$ROOT/wheels" "$ROOT/sdist"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -63,13 +62,10 @@ else
   fi
 fi
 
-# 2. The official fixtures, for check_official_parity.py --device cuda there.
-if compgen -G "$FIXTURES/*.pt" >/dev/null; then
-  for f in "$FIXTURES"/*.pt; do
-    cmp -s "$f" "$ROOT/fixtures/$(basename "$f")" || cp "$f" "$ROOT/fixtures/"
-  done
-else
-  echo "[prepare] WARNING: $FIXTURES not found: the CUDA parity stage will have no fixtures" >&2
+# 2. Kits made before the fixtures travelled in the working tree held a copy of them.
+if [ -d "$ROOT/fixtures" ]; then
+  rm -rf "$ROOT/fixtures"
+  echo "[prepare] removed $ROOT/fixtures: the fixtures travel in tests/data/official"
 fi
 
 # 3. Manifest, hash check of everything, size.
@@ -79,7 +75,7 @@ if ! "${KIT[@]}" check --root "$ROOT" >"$tmp/check.json"; then
   echo "[prepare] ERROR: $ROOT is incomplete or differs from $LOCK (details above)" >&2
   exit 1
 fi
-for folder in wheels sdist fixtures prebuilt; do
+for folder in wheels sdist prebuilt; do
   [ -d "$ROOT/$folder" ] && printf '[prepare] %-9s %6s  (%s files)\n' "$folder" \
     "$(du -sh "$ROOT/$folder" | cut -f1)" "$(find "$ROOT/$folder" -type f | wc -l)"
 done
