@@ -526,14 +526,14 @@ def stage_mmcv(run: Run, log, limit: float) -> str:
     if not (src / 'setup.py').is_file():
         with tarfile.open(sdist) as tar:
             tar.extractall(src.parent, filter='data')
-    probe = subprocess.run([run.python, '-c', 'import os, torch; print(os.path.join('
-                            'os.path.dirname(torch.__file__), "include"))'],
+    probe = subprocess.run([run.python, '-c', 'import os, torch; print(os.path.dirname('
+                            'torch.__file__))'],
                            env=run.env(), capture_output=True, text=True, check=True)
-    changed = patch_mmcv_sources(src, Path(probe.stdout.strip()))
+    torch_dir = Path(probe.stdout.strip())
+    changed = patch_mmcv_sources(src, torch_dir / 'include')
     log.write(f'[cuda_check] THC include replaced in: {changed or "nothing (torch has it)"}\n')
-    site_probe = subprocess.run([run.python, '-c', 'import sysconfig; print(sysconfig.get_paths()'
-                                 '["purelib"])'], capture_output=True, text=True, check=True)
-    env = mmcv_compile_env(run.env(), Path(site_probe.stdout.strip()))
+    # torch's CUDA library packages (nvidia/...) are installed beside it
+    env = mmcv_compile_env(run.env(), torch_dir.parent)
     # Only the kit's packages (setuptools 81 first): this checkout has nothing to lend the
     # build, and its build/ folder would pose as a namespace package named 'build'.
     env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(SITE), os.environ.get('PYTHONPATH')]))
